@@ -1,0 +1,3 @@
+"""Roundup: weekly roundups in, personalised digests out."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,239 @@
+"""Database tables. One SQLModel family per entity: Base (shared fields), table, Public (API view)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC now: SQLModel stores datetimes as UTC and refuses naive ones."""
+    return datetime.now(UTC)
+
+
+class IssueStatus(enum.StrEnum):
+    draft = "draft"
+    approved = "approved"
+    scheduled = "scheduled"
+    sending = "sending"
+    paused = "paused"
+    sent = "sent"
+    cancelled = "cancelled"
+
+
+class SubscriberStatus(enum.StrEnum):
+    pending = "pending"
+    confirmed = "confirmed"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"  # planned, waiting for a batch task
+    sending = "sending"  # claimed by a worker until lease_until
+    sent = "sent"  # the server answered 250
+    failed = "failed"  # permanent (5xx) or out of retries
+    skipped = "skipped"  # nothing to send: "only my topics" and no match
+    suppressed = "suppressed"  # unsubscribed/bounced/paused by send time
+    cancelled = "cancelled"  # the editor cancelled the send
+
+
+class EventKind(enum.StrEnum):
+    signed_up = "signed_up"
+    confirmed = "confirmed"
+    topics_changed = "topics_changed"
+    preferences_changed = "preferences_changed"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    deleted = "deleted"
+    confirmation_sent = "confirmation_sent"
+
+
+# --- Topics ------------------------------------------------------------------
+
+
+class TopicBase(SQLModel):
+    """Fields every view of a topic shares."""
+
+    slug: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=120)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Topic(TopicBase, table=True):
+    """A taxonomy entry that items are tagged with and subscribers follow."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    keywords: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # one per line
+
+
+class TopicPublic(TopicBase):
+    """A topic as the API and CLI show it."""
+
+    id: int
+
+
+# --- Issues and items --------------------------------------------------------
+
+
+class IssueBase(SQLModel):
+    """Fields every view of an issue shares."""
+
+    title: str = Field(max_length=500)
+    intro: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    issue_date: date
+
+
+class Issue(IssueBase, table=True):
+    """One weekly roundup: the unit that is previewed, approved and sent."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default=IssueStatus.draft, max_length=16, index=True)
+    source_name: str = Field(default="", max_length=500)
+    source_hash: str | None = Field(default=None, max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    approved_at: datetime | None = None
+    scheduled_for: datetime | None = None  # UTC
+    send_started_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
+class IssuePublic(IssueBase):
+    """An issue as the API and CLI show it."""
+
+    id: int
+    status: str
+
+
+class ItemBase(SQLModel):
+    """Fields every view of an item shares."""
+
+    headline: str = Field(max_length=500)
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # paragraphs split by a blank line
+    link_text: str = Field(default="", max_length=500)
+    link_url: str = Field(default="", max_length=2000)
+    kind: str = Field(default="news", max_length=16)  # news | feature
+
+
+class Item(ItemBase, table=True):
+    """A story in an issue, in the editor's order."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id", index=True)
+    position: int = 0
+    pinned: bool = False
+    hidden: bool = False
+
+
+class ItemPublic(ItemBase):
+    """An item as the API and CLI show it."""
+
+    id: int
+    position: int
+    pinned: bool
+    topics: list[str] = []
+
+
+class ItemTopic(SQLModel, table=True):
+    """An item's topic tag; `source` says whether ingest or an editor set it."""
+
+    item_id: int = Field(foreign_key="item.id", primary_key=True)
+    topic_id: int = Field(foreign_key="topic.id", primary_key=True)
+    source: str = Field(default="auto", max_length=16)  # auto | editor
+
+
+# --- Subscribers -------------------------------------------------------------
+
+
+class SubscriberBase(SQLModel):
+    """Fields a subscriber can set themselves."""
+
+    email: str = Field(max_length=320, unique=True, index=True)  # normalised
+    name: str = Field(default="", max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    only_my_topics: bool = False
+
+
+class Subscriber(SubscriberBase, table=True):
+    """Someone on the list, whatever their status."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default=SubscriberStatus.pending, max_length=16, index=True)
+    paused: bool = False
+    source: str = Field(default="cli", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    confirmed_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    confirmation_sent_at: datetime | None = None  # for the sign-up cooldown
+
+
+class SubscriberPublic(SubscriberBase):
+    """A subscriber as the API and CLI show it."""
+
+    id: int
+    status: str
+    topics: list[str] = []
+
+
+class SubscriberTopic(SQLModel, table=True):
+    """A topic a subscriber follows."""
+
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True)
+    topic_id: int = Field(foreign_key="topic.id", primary_key=True)
+
+
+class Event(SQLModel, table=True):
+    """Append-only log of what happened to a subscriber (kept, anonymised, after deletion)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int | None = Field(default=None, index=True)
+    kind: str = Field(max_length=32, index=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    source: str = Field(default="", max_length=32)
+    data: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))  # JSON
+
+
+class Suppression(SQLModel, table=True):
+    """An address we must never mail again (hard bounce or complaint)."""
+
+    email: str = Field(max_length=320, primary_key=True)
+    reason: str = Field(default="", max_length=500)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- Delivery ledger ---------------------------------------------------------
+
+
+class Delivery(SQLModel, table=True):
+    """One row per (issue, subscriber): the ledger that makes sending exactly-once."""
+
+    __table_args__ = (
+        UniqueConstraint("issue_id", "subscriber_id", name="uq_delivery_issue_subscriber"),
+        Index("ix_delivery_issue_status", "issue_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id")
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    status: str = Field(default=DeliveryStatus.pending, max_length=16)
+    composition_key: str = Field(default="", max_length=64)  # same key, same rendered email
+    batch: int = 0
+    attempts: int = 0
+    lease_until: datetime | None = None
+    message_id: str = Field(default="", max_length=255)
+    error: str = Field(default="", max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class DeliveryPublic(SQLModel):
+    """Counts by state for one issue."""
+
+    issue_id: int
+    counts: dict[str, int]
