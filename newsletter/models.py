@@ -225,6 +225,8 @@ class Delivery(SQLModel, table=True):
     batch: int = 0
     attempts: int = 0
     lease_until: datetime | None = None
+    claim_token: str = Field(default="", max_length=36, index=True)  # which task holds the lease
+    next_attempt_at: datetime | None = None  # 4xx backoff: not before this time
     message_id: str = Field(default="", max_length=255)
     error: str = Field(default="", max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)

@@ -7,6 +7,7 @@ import typer
 from newsletter.cli import (
     core_cmds,
     ingest_cmds,
+    preview_cmds,
     send_cmds,
     subscriber_cmds,
     web_cmds,
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (core_cmds, ingest_cmds, subscriber_cmds, send_cmds, web_cmds):
+for module in (core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds):
     module.register(app)
 
 

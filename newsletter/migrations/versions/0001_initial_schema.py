@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 23:56:58.632517
+Create Date: 2026-11-21
 """
 from alembic import op
 import sqlalchemy as sa
@@ -97,6 +97,8 @@ def upgrade() -> None:
     sa.Column('batch', sa.Integer(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('lease_until', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('claim_token', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+    sa.Column('next_attempt_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('message_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=False),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -108,6 +110,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('issue_id', 'subscriber_id', name='uq_delivery_issue_subscriber')
     )
     with op.batch_alter_table('delivery', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_delivery_claim_token'), ['claim_token'], unique=False)
         batch_op.create_index('ix_delivery_issue_status', ['issue_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_delivery_subscriber_id'), ['subscriber_id'], unique=False)
 
@@ -157,6 +160,7 @@ def downgrade() -> None:
     with op.batch_alter_table('delivery', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_delivery_subscriber_id'))
         batch_op.drop_index('ix_delivery_issue_status')
+        batch_op.drop_index(batch_op.f('ix_delivery_claim_token'))
 
     op.drop_table('delivery')
     with op.batch_alter_table('topic', schema=None) as batch_op:

@@ -1,0 +1,1 @@
+"""Embedded services (filled in by the delivery engineer)."""
