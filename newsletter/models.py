@@ -1,4 +1,4 @@
-"""Database tables. One SQLModel family per entity: Base (shared fields), table, Public (API view)."""
+"""Database tables. One SQLModel family per entity: Base, table, Public (API view)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ class Topic(TopicBase, table=True):
     """A taxonomy entry that items are tagged with and subscribers follow."""
 
     id: int | None = Field(default=None, primary_key=True)
-    keywords: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # one per line
+    # one keyword per line
+    keywords: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class TopicPublic(TopicBase):
@@ -113,7 +114,8 @@ class ItemBase(SQLModel):
     """Fields every view of an item shares."""
 
     headline: str = Field(max_length=500)
-    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # paragraphs split by a blank line
+    # paragraphs separated by a blank line
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     link_text: str = Field(default="", max_length=500)
     link_url: str = Field(default="", max_length=2000)
     kind: str = Field(default="news", max_length=16)  # news | feature

@@ -1,9 +1,113 @@
-"""CLI commands (filled in by their owner)."""
+"""`newsletter subscribers add|import|list`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from sqlmodel import col, select
+
+from newsletter.cli.common import cli_session, console, fail, print_json
+from newsletter.models import Subscriber, SubscriberTopic, Topic
+from newsletter.subscribers import SubscriberError, add_subscriber, import_csv
+
+subscribers = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
+
+
+def _split(topics: str) -> list[str]:
+    return [t.strip() for t in topics.split(",") if t.strip()]
+
+
+@subscribers.command("add")
+def add(
+    email: str,
+    topics: str = typer.Option("", help="Comma-separated topic slugs (see `newsletter topics`)."),
+    name: str = typer.Option("", help="Display name used in the greeting."),
+    timezone: str = typer.Option("UTC", help="IANA time zone, e.g. Europe/Paris."),
+    only_my_topics: bool = typer.Option(False, "--only-my-topics",
+                                        help="Send only items matching the topics."),
+    confirmed: bool = typer.Option(False, "--confirmed",
+                                   help="Skip double opt-in (the person already agreed)."),
+) -> None:
+    """Add one subscriber."""
+    try:
+        with cli_session() as session:
+            sub = add_subscriber(session=session, email=email, name=name, topics=_split(topics),
+                                 timezone=timezone, only_my_topics=only_my_topics,
+                                 confirmed=confirmed, source="cli")
+            session.flush()
+            console.print(f"Added [bold]{sub.email}[/] ({sub.status}), id {sub.id}.",
+                          highlight=False)
+    except SubscriberError as exc:
+        fail(str(exc))
+
+
+@subscribers.command("import")
+def import_(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    confirmed: bool = typer.Option(False, "--confirmed",
+                                   help="Import as confirmed (they opted in elsewhere)."),
+) -> None:
+    """Import subscribers from a CSV with an `email` column (optional name, topics, timezone)."""
+    try:
+        with cli_session() as session, Progress(
+            TextColumn("Importing"), BarColumn(), MofNCompleteColumn(), console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("import", total=None)
+            report = import_csv(
+                session=session, path=file, confirmed=confirmed,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except SubscriberError as exc:
+        fail(str(exc))
+    console.print(f"Imported [bold green]{report.added}[/] subscriber(s).")
+    if report.rejected:
+        table = Table(title=f"{len(report.rejected)} rejected row(s)", title_style="bold red")
+        table.add_column("line", justify="right")
+        table.add_column("email")
+        table.add_column("reason")
+        for line, email, reason in report.rejected:
+            table.add_row(str(line), email, reason)
+        console.print(table)
+
+
+@subscribers.command("list")
+def list_(
+    status: str = typer.Option("", help="Only this status (pending, confirmed, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List subscribers with their status and topics."""
+    with cli_session() as session:
+        query = select(Subscriber).order_by(col(Subscriber.id))
+        if status:
+            query = query.where(Subscriber.status == status)
+        subs = session.exec(query).all()
+        topics: dict[int, list[str]] = {}
+        for sid, slug in session.exec(
+            select(SubscriberTopic.subscriber_id, Topic.slug)
+            .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
+        ).all():
+            topics.setdefault(sid, []).append(slug)
+        rows = [
+            {"id": s.id, "email": s.email, "name": s.name, "status": s.status,
+             "topics": sorted(topics.get(s.id or 0, [])), "only_my_topics": s.only_my_topics,
+             "timezone": s.timezone, "source": s.source, "created_at": s.created_at}
+            for s in subs
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} subscriber(s)")
+    for column in ("id", "email", "name", "status", "topics", "only mine"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(str(r["id"]), r["email"], r["name"], r["status"], ", ".join(r["topics"]),
+                      "yes" if r["only_my_topics"] else "")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    app.add_typer(subscribers, name="subscribers")

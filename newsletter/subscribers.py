@@ -1,0 +1,316 @@
+"""Subscribers: validation, sign-up states, followed topics, the event log, CSV import."""
+
+from __future__ import annotations
+
+import csv
+import json
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, select
+
+from newsletter.models import (
+    Event,
+    EventKind,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberTopic,
+    Suppression,
+    Topic,
+    utcnow,
+)
+
+MAX_NAME = 200
+
+
+class SubscriberError(ValueError):
+    """A problem a person can fix; `field` names the form field it belongs to."""
+
+    def __init__(self, message: str, *, field: str = "email") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def normalise_email(raw: str) -> str:
+    """Validate syntax (no DNS look-ups) and return the address in one canonical form."""
+    raw = (raw or "").strip()
+    if not raw:
+        raise SubscriberError("Please enter an email address.")
+    if len(raw) > 254:
+        raise SubscriberError("That email address is too long (254 characters at most).")
+    try:
+        info = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"That doesn't look like a valid email address: {exc}") from None
+    # Local parts are case-sensitive in theory, never in practice: lowercasing
+    # keeps one person from subscribing twice as Ana@ and ana@.
+    return info.normalized.lower()
+
+
+def validate_name(raw: str | None) -> str:
+    """Names are shown in emails: refuse control characters (CR/LF) and markup."""
+    name = unicodedata.normalize("NFC", (raw or "").strip())
+    if len(name) > MAX_NAME:
+        raise SubscriberError(f"Names are limited to {MAX_NAME} characters.", field="name")
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in name):
+        raise SubscriberError("Names can't contain line breaks or control characters.",
+                              field="name")
+    if "<" in name or ">" in name:
+        raise SubscriberError("Names can't contain < or >.", field="name")
+    return name
+
+
+_ZONES: frozenset[str] | None = None
+
+
+def validate_timezone(raw: str | None) -> str:
+    global _ZONES
+    zone = (raw or "").strip() or "UTC"
+    if _ZONES is None:
+        _ZONES = frozenset(available_timezones())
+    if zone not in _ZONES and zone != "UTC":
+        raise SubscriberError(f"Unknown time zone {zone!r}; use a name like Europe/Paris.",
+                              field="timezone")
+    ZoneInfo(zone)
+    return zone
+
+
+def validate_topics(*, session: Session, slugs: Iterable[str]) -> list[str]:
+    """Return the slugs in taxonomy order, or raise naming the unknown ones."""
+    wanted = {s.strip() for s in slugs if s and s.strip()}
+    if not wanted:
+        return []
+    known = session.exec(select(Topic.slug).order_by(col(Topic.id))).all()
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        raise SubscriberError(
+            f"Unknown topic(s): {', '.join(unknown)}. Known topics: {', '.join(known)}.",
+            field="topics",
+        )
+    return [s for s in known if s in wanted]
+
+
+def log_event(
+    *, session: Session, subscriber_id: int | None, kind: str, source: str,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    event = Event(subscriber_id=subscriber_id, kind=kind, source=source[:32],
+                  data=json.dumps(data or {}, sort_keys=True))
+    session.add(event)
+    return event
+
+
+def get_by_email(*, session: Session, email: str) -> Subscriber | None:
+    try:
+        normal = normalise_email(email)
+    except SubscriberError:
+        return None
+    return session.exec(select(Subscriber).where(Subscriber.email == normal)).first()
+
+
+def followed_topics(*, session: Session, subscriber_id: int) -> list[str]:
+    return list(session.exec(
+        select(Topic.slug)
+        .join(SubscriberTopic, col(SubscriberTopic.topic_id) == col(Topic.id))
+        .where(SubscriberTopic.subscriber_id == subscriber_id)
+        .order_by(col(Topic.id))
+    ).all())
+
+
+def _replace_topics(*, session: Session, subscriber_id: int, slugs: Sequence[str]) -> None:
+    session.exec(delete(SubscriberTopic).where(  # type: ignore[call-overload]
+        col(SubscriberTopic.subscriber_id) == subscriber_id))
+    if slugs:
+        ids = session.exec(select(Topic.id).where(col(Topic.slug).in_(slugs))).all()
+        session.add_all(SubscriberTopic(subscriber_id=subscriber_id, topic_id=tid)
+                        for tid in ids if tid is not None)
+
+
+def add_subscriber(
+    *, session: Session, email: str, name: str = "", topics: Iterable[str] = (),
+    timezone: str = "UTC", only_my_topics: bool = False, confirmed: bool = False,
+    source: str = "cli", source_data: dict[str, Any] | None = None,
+) -> Subscriber:
+    """Create a subscriber (pending unless `confirmed`) and log the sign-up."""
+    address = normalise_email(email)
+    clean_name = validate_name(name)
+    zone = validate_timezone(timezone)
+    slugs = validate_topics(session=session, slugs=topics)
+    if session.exec(select(Subscriber.id).where(Subscriber.email == address)).first():
+        raise SubscriberError(f"{address} is already subscribed.")
+    now = utcnow()
+    sub = Subscriber(
+        email=address, name=clean_name, timezone=zone, only_my_topics=only_my_topics,
+        source=source[:32],
+        status=SubscriberStatus.confirmed if confirmed else SubscriberStatus.pending,
+        confirmed_at=now if confirmed else None,
+    )
+    session.add(sub)
+    session.flush()
+    assert sub.id is not None
+    _replace_topics(session=session, subscriber_id=sub.id, slugs=slugs)
+    log_event(session=session, subscriber_id=sub.id, kind=EventKind.signed_up, source=source,
+              data={**(source_data or {}), "topics": slugs})
+    if confirmed:
+        log_event(session=session, subscriber_id=sub.id, kind=EventKind.confirmed, source=source)
+    return sub
+
+
+def set_topics(*, session: Session, subscriber_id: int, slugs: Iterable[str],
+               source: str) -> list[str]:
+    clean = validate_topics(session=session, slugs=slugs)
+    before = followed_topics(session=session, subscriber_id=subscriber_id)
+    if clean != before:
+        _replace_topics(session=session, subscriber_id=subscriber_id, slugs=clean)
+        _touch(session=session, subscriber_id=subscriber_id)
+        log_event(session=session, subscriber_id=subscriber_id, kind=EventKind.topics_changed,
+                  source=source, data={"before": before, "after": clean})
+    return clean
+
+
+def update_preferences(
+    *, session: Session, subscriber_id: int, source: str, name: str | None = None,
+    timezone: str | None = None, only_my_topics: bool | None = None,
+    paused: bool | None = None, topics: Iterable[str] | None = None,
+) -> Subscriber:
+    """Apply the preference centre's changes; validation happens before anything is written."""
+    sub = session.get(Subscriber, subscriber_id)
+    if sub is None:
+        raise SubscriberError("Unknown subscriber.")
+    changes: dict[str, Any] = {}
+    new_name = validate_name(name) if name is not None else None
+    new_zone = validate_timezone(timezone) if timezone is not None else None
+    new_topics = validate_topics(session=session, slugs=topics) if topics is not None else None
+    for attr, value in (("name", new_name), ("timezone", new_zone),
+                        ("only_my_topics", only_my_topics), ("paused", paused)):
+        if value is not None and getattr(sub, attr) != value:
+            changes[attr] = {"before": getattr(sub, attr), "after": value}
+            setattr(sub, attr, value)
+    if changes:
+        sub.updated_at = utcnow()
+        session.add(sub)
+        log_event(session=session, subscriber_id=subscriber_id,
+                  kind=EventKind.preferences_changed, source=source,
+                  data={k: v["after"] for k, v in changes.items() if k != "name"})
+    if new_topics is not None:
+        set_topics(session=session, subscriber_id=subscriber_id, slugs=new_topics, source=source)
+    return sub
+
+
+def _touch(*, session: Session, subscriber_id: int) -> None:
+    session.exec(update(Subscriber).where(col(Subscriber.id) == subscriber_id)  # type: ignore[call-overload]
+                 .values(updated_at=utcnow()))
+
+
+def _transition(*, session: Session, subscriber_id: int, to: SubscriberStatus,
+                allowed_from: Sequence[SubscriberStatus], **values: Any) -> bool:
+    # Conditional UPDATE: two clicks on the same link change the row once.
+    result = session.exec(  # type: ignore[call-overload]
+        update(Subscriber)
+        .where(col(Subscriber.id) == subscriber_id, col(Subscriber.status).in_(allowed_from))
+        .values(status=to, updated_at=utcnow(), **values)
+    )
+    session.expire_all()
+    return bool(result.rowcount)
+
+
+def confirm(*, session: Session, subscriber_id: int, source: str) -> bool:
+    """pending -> confirmed. False when there was nothing to confirm."""
+    changed = _transition(session=session, subscriber_id=subscriber_id,
+                          to=SubscriberStatus.confirmed,
+                          allowed_from=[SubscriberStatus.pending], confirmed_at=utcnow())
+    if changed:
+        log_event(session=session, subscriber_id=subscriber_id, kind=EventKind.confirmed,
+                  source=source)
+    return changed
+
+
+def unsubscribe(*, session: Session, subscriber_id: int, source: str,
+                data: dict[str, Any] | None = None) -> bool:
+    changed = _transition(session=session, subscriber_id=subscriber_id,
+                          to=SubscriberStatus.unsubscribed,
+                          allowed_from=[SubscriberStatus.pending, SubscriberStatus.confirmed],
+                          unsubscribed_at=utcnow())
+    if changed:
+        log_event(session=session, subscriber_id=subscriber_id, kind=EventKind.unsubscribed,
+                  source=source, data=data)
+    return changed
+
+
+def resubscribe(*, session: Session, subscriber_id: int, source: str) -> None:
+    """An unsubscribed address starts over as pending: it must confirm again."""
+    if _transition(session=session, subscriber_id=subscriber_id, to=SubscriberStatus.pending,
+                   allowed_from=[SubscriberStatus.unsubscribed], confirmed_at=None,
+                   unsubscribed_at=None):
+        log_event(session=session, subscriber_id=subscriber_id, kind=EventKind.signed_up,
+                  source=source, data={"resubscribe": True})
+
+
+def mark_bounced(*, session: Session, email: str, reason: str) -> None:
+    """Hard bounce: never mail this address again."""
+    address = email.lower()
+    if session.get(Suppression, address) is None:
+        session.add(Suppression(email=address, reason=reason[:500]))
+    sub = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+    if sub is not None and sub.id is not None and _transition(
+        session=session, subscriber_id=sub.id, to=SubscriberStatus.bounced,
+        allowed_from=[SubscriberStatus.pending, SubscriberStatus.confirmed],
+    ):
+        log_event(session=session, subscriber_id=sub.id, kind=EventKind.bounced,
+                  source="smtp", data={"reason": reason[:500]})
+
+
+# --- CSV import --------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows added, and rows rejected with the line and reason."""
+
+    added: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, email, reason)
+
+
+def import_csv(
+    *, session: Session, path: Path, confirmed: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import `email[,name,topics,timezone,only_my_topics]` rows; topics split by ';' or '|'.
+
+    Each row is validated alone (a savepoint per row), so one bad row is reported
+    with its line number and the rest still import.
+    """
+    report = ImportReport()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SubscriberError(f"{path}: can't read the file: {exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
+        raise SubscriberError(f"{path}:1: the header row must have an 'email' column")
+    rows = list(reader)
+    for index, raw in enumerate(rows):
+        line = index + 2  # header is line 1
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+        email = row.get("email", "")
+        topics = [t for t in row.get("topics", "").replace("|", ";").split(";") if t.strip()]
+        try:
+            with session.begin_nested():
+                add_subscriber(
+                    session=session, email=email, name=row.get("name", ""), topics=topics,
+                    timezone=row.get("timezone", "") or "UTC",
+                    only_my_topics=row.get("only_my_topics", "").lower() in {"1", "true", "yes"},
+                    confirmed=confirmed, source="import", source_data={"file": path.name},
+                )
+            report.added += 1
+        except SubscriberError as exc:
+            report.rejected.append((line, email, str(exc)))
+        if progress:
+            progress(index + 1, len(rows))
+    return report
