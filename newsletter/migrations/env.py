@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import newsletter.editors  # noqa: F401 - registers the editor table
 import newsletter.models  # noqa: F401 - registers the tables on SQLModel.metadata
 from newsletter.db import make_engine
 

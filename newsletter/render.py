@@ -1,0 +1,294 @@
+"""Rendering emails: Jinja templates compiled through MJML, plus a plain-text twin.
+
+Every email is a folder `templates/emails/NAME/` with `subject.txt`, `body.mjml` and
+`body.txt`, rendered by `render_email`. The weekly digest is rendered once per
+composition with markers where personal parts go (name, address, signed links);
+`RenderedDigest.personalise` fills them in with plain string joins, which is what
+makes sending thousands of personalised messages a second affordable.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import secrets
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from mjml import mjml2html
+
+from newsletter import tokens
+from newsletter.composer import Composition, IssueContent
+from newsletter.settings import settings
+
+PERSONAL_KEYS = ("name", "greeting_name", "email", "manage_url", "unsubscribe_url")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+class TemplateError(Exception):
+    """An email template is missing or does not render; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who one message goes to: the only personal data a rendered digest needs."""
+
+    subscriber_id: int
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+# --- Jinja ----------------------------------------------------------------------
+
+
+def wrap_text(value: object, width: int = 72, indent: str = "") -> str:
+    """Wrap each paragraph to `width` columns; long words (URLs) are never broken."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", str(value)) if p.strip()]
+    return "\n\n".join(
+        textwrap.fill(
+            " ".join(p.split()),
+            width=width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for p in paragraphs
+    )
+
+
+@lru_cache(maxsize=8)
+def _environment(templates_dir: str) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(templates_dir) / "emails")),
+        # HTML-ish templates escape; subject and text bodies are plain text.
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("mjml", "html"), default_for_string=False, default=False
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["wrap"] = wrap_text
+    return env
+
+
+def environment() -> jinja2.Environment:
+    return _environment(str(settings.templates_dir))
+
+
+def _render_file(path: str, context: Mapping[str, Any]) -> str:
+    try:
+        return environment().get_template(path).render(context)
+    except jinja2.TemplateNotFound as exc:
+        folder = Path(settings.templates_dir) / "emails"
+        raise TemplateError(f"email template not found: {folder / str(exc.name)}") from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{exc.filename or path}, line {exc.lineno}: {exc.message}") from exc
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"{path}: {exc.message}") from exc
+
+
+def compile_mjml(source: str, *, name: str = "<string>") -> str:
+    try:
+        # No web fonts (they cost a request and bytes) and no HTML comments beyond
+        # the Outlook conditionals MJML needs: every byte counts towards Gmail's clip.
+        return str(mjml2html(source, disable_comments=True, fonts={}))
+    except ValueError as exc:
+        raise TemplateError(f"{name}: MJML does not compile: {exc}") from exc
+
+
+def one_line(value: str) -> str:
+    """A subject or header value: control characters and runs of whitespace become one space."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def render_email(name: str, context: Mapping[str, Any]) -> RenderedEmail:
+    """Render `templates/emails/NAME/{subject.txt,body.mjml,body.txt}` with `context`."""
+    subject = one_line(_render_file(f"{name}/subject.txt", context))
+    mjml_source = _render_file(f"{name}/body.mjml", context)
+    html = compile_mjml(mjml_source, name=f"{name}/body.mjml")
+    text = _tidy_text(_render_file(f"{name}/body.txt", context))
+    return RenderedEmail(subject=subject, html=html, text=text)
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+# --- Placeholders -----------------------------------------------------------------
+
+
+class SplitTemplate:
+    """A rendered string cut at placeholder markers: literal, key, literal, key, ..., literal."""
+
+    __slots__ = ("literals", "keys", "_parts", "_slots")
+
+    def __init__(self, rendered: str, marker: re.Pattern[str]) -> None:
+        pieces = marker.split(rendered)
+        self.literals: tuple[str, ...] = tuple(pieces[0::2])
+        self.keys: tuple[str, ...] = tuple(pieces[1::2])
+        unknown = set(self.keys) - set(PERSONAL_KEYS)
+        if unknown:
+            raise TemplateError(f"unknown personal placeholders: {sorted(unknown)}")
+        self._parts = list(pieces)
+        self._slots = tuple((2 * i + 1, key) for i, key in enumerate(self.keys))
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        parts = self._parts.copy()
+        for index, key in self._slots:
+            parts[index] = values[key]
+        return "".join(parts)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.literals)
+
+
+@dataclass(frozen=True)
+class PersonalValues:
+    """One recipient's personal parts, computed once and shared by body and headers."""
+
+    name: str
+    greeting_name: str
+    email: str
+    manage_url: str
+    unsubscribe_url: str
+    unsubscribe_token: str
+
+    def for_text(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "greeting_name": self.greeting_name,
+            "email": self.email,
+            "manage_url": self.manage_url,
+            "unsubscribe_url": self.unsubscribe_url,
+        }
+
+    def for_html(self) -> dict[str, str]:
+        return {key: html_lib.escape(value, quote=True) for key, value in self.for_text().items()}
+
+
+def personal_values(recipient: Recipient) -> PersonalValues:
+    name = one_line(recipient.name)
+    token = tokens.make_token(tokens.UNSUBSCRIBE, recipient.subscriber_id)
+    return PersonalValues(
+        name=name,
+        greeting_name=name.split(" ", 1)[0] if name else "there",
+        email=one_line(recipient.email),
+        manage_url=tokens.manage_url(recipient.subscriber_id),
+        unsubscribe_url=tokens.url_for_token("unsubscribe", token),
+        unsubscribe_token=token,
+    )
+
+
+@dataclass(frozen=True)
+class RenderedDigest:
+    """One composition rendered once; personalise() is cheap string joining."""
+
+    issue_id: int
+    composition_key: str
+    subject: str
+    html_template: SplitTemplate
+    text_template: SplitTemplate
+    test: bool = False
+
+    def values(self, recipient: Recipient) -> PersonalValues:
+        return personal_values(recipient)
+
+    def personalise(
+        self, recipient: Recipient, values: PersonalValues | None = None
+    ) -> tuple[str, str]:
+        """(html, text) for one recipient; personal values are HTML-escaped in the HTML."""
+        values = values or personal_values(recipient)
+        return self.html_template.fill(values.for_html()), self.text_template.fill(
+            values.for_text()
+        )
+
+
+# --- The digest ---------------------------------------------------------------------
+
+
+def _preheader(headlines: Sequence[str], limit: int = 140) -> str:
+    text = ""
+    for headline in headlines:
+        candidate = f"{text} · {headline}" if text else headline
+        if len(candidate) > limit:
+            if not text:
+                text = headline[: limit - 1].rstrip() + "…"
+            break
+        text = candidate
+    return text
+
+
+def _issue_date_text(issue: IssueContent) -> str:
+    d = issue.issue_date
+    return f"{d.day} {d.strftime('%B %Y')}"
+
+
+def digest_context(
+    issue: IssueContent, composition: Composition, personal: Mapping[str, str], *, test: bool
+) -> dict[str, Any]:
+    items = [
+        {
+            "headline": c.item.headline,
+            "paragraphs": c.item.paragraphs,
+            "link_url": c.item.link_url,
+            "link_text": c.item.link_text,
+            "kind": c.item.kind,
+            "why": c.why,
+            "reason": c.reason,
+        }
+        for c in composition.items
+    ]
+    return {
+        "issue": {
+            "id": issue.id,
+            "title": issue.title,
+            "intro": issue.intro,
+            "intro_paragraphs": [p.strip() for p in issue.intro.split("\n\n") if p.strip()],
+            "date": issue.issue_date,
+            "date_text": _issue_date_text(issue),
+        },
+        "items": items,
+        "preheader": _preheader([c.item.headline for c in composition.items]),
+        "personal": personal,
+        "test": test,
+        "list_name": settings.mail_from_name,
+        "base_url": settings.base_url.rstrip("/"),
+        "postal_address": settings.postal_address,
+    }
+
+
+def render_digest(
+    issue: IssueContent, composition: Composition, *, test: bool = False
+) -> RenderedDigest:
+    """Render the digest for one composition once, leaving markers for personal parts."""
+    # A fresh random marker per render: issue content cannot forge a placeholder.
+    nonce = secrets.token_hex(6)
+    marker = re.compile(rf"@@{nonce}:([a-z_]+)@@")
+    personal = {key: f"@@{nonce}:{key}@@" for key in PERSONAL_KEYS}
+    rendered = render_email("digest", digest_context(issue, composition, personal, test=test))
+    if marker.search(rendered.subject):
+        raise TemplateError("digest/subject.txt: the subject is shared, it cannot be personal")
+    return RenderedDigest(
+        issue_id=issue.id,
+        composition_key=composition.key,
+        subject=rendered.subject,
+        html_template=SplitTemplate(rendered.html, marker),
+        text_template=SplitTemplate(rendered.text, marker),
+        test=test,
+    )

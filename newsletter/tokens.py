@@ -1,0 +1,68 @@
+"""Signed, URL-safe tokens for the links in every email (confirm, manage, unsubscribe).
+
+A token carries only a subscriber id, signed with SECRET_KEY and a salt per purpose,
+so a manage token can never be replayed as an unsubscribe or confirm token.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from newsletter.settings import settings
+
+CONFIRM = "confirm"
+MANAGE = "manage"
+UNSUBSCRIBE = "unsubscribe"
+
+
+class BadToken(Exception):
+    """A token that was tampered with, expired, or made for another purpose."""
+
+
+@lru_cache(maxsize=64)
+def _serializer(secret: str, purpose: str) -> URLSafeTimedSerializer:
+    # Building a serializer derives keys; tokens are made once per recipient per
+    # send, so reuse one per (secret, purpose). The secret is part of the key so a
+    # changed SECRET_KEY (tests, rotation) never reuses a stale serializer.
+    return URLSafeTimedSerializer(secret, salt=f"roundup.{purpose}")
+
+
+def make_token(purpose: str, subscriber_id: int) -> str:
+    if not purpose:
+        raise ValueError("a token needs a purpose")
+    return str(_serializer(settings.secret_key, purpose).dumps(int(subscriber_id)))
+
+
+def read_token(purpose: str, token: str, *, max_age: int | None = None) -> int:
+    """The subscriber id in `token`; BadToken if it is not a valid `purpose` token."""
+    try:
+        value = _serializer(settings.secret_key, purpose).loads(token, max_age=max_age)
+    except BadSignature as exc:  # SignatureExpired and BadTimeSignature are subclasses
+        raise BadToken(str(exc)) from exc
+    if type(value) is not int:
+        raise BadToken("token does not carry a subscriber id")
+    return value
+
+
+def url_for_token(path: str, token: str) -> str:
+    """The web app's URL for a token made elsewhere (one token, several links)."""
+    return f"{settings.base_url.rstrip('/')}/{path}/{token}"
+
+
+def _url(path: str, purpose: str, subscriber_id: int) -> str:
+    return url_for_token(path, make_token(purpose, subscriber_id))
+
+
+def manage_url(subscriber_id: int) -> str:
+    return _url("manage", MANAGE, subscriber_id)
+
+
+def unsubscribe_url(subscriber_id: int) -> str:
+    """GET shows a confirmation page; a POST with List-Unsubscribe=One-Click unsubscribes."""
+    return _url("unsubscribe", UNSUBSCRIBE, subscriber_id)
+
+
+def confirm_url(subscriber_id: int) -> str:
+    return _url("confirm", CONFIRM, subscriber_id)

@@ -1,0 +1,505 @@
+"""Ingest: the seed roundups, synthetic documents of each layout, Markdown, errors, the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, col, select
+from typer.testing import CliRunner
+
+from newsletter import db
+from newsletter.cli import app
+from newsletter.ingest import (
+    IngestError,
+    ParsedIssue,
+    ingest_file,
+    ingest_text,
+    parse_document,
+)
+from newsletter.models import Issue, Item, ItemTopic, Topic
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO / "seeds"
+DATA = Path(__file__).resolve().parent / "data" / "ingest"
+
+
+def seed(prefix: str) -> Path:
+    return next(SEEDS.glob(f"{prefix}_*.txt"))
+
+
+def parse_file(path: Path) -> ParsedIssue:
+    return parse_document(path.read_text(encoding="utf-8"), source_name=str(path))
+
+
+SEED_HEADLINES = {
+    "000": [
+        "Hermès Q3 Sales Beat Market Forecasts On Strong China Growth",
+        "Daraz, Cainiao Build Pakistan’s First Smart Distribution Centers",
+        "Netpreneur Training Program Launches Second African Edition",
+        "Q&A: Alibaba’s Roland Palmer On Why British Brands Are Launching In China",
+        "How Luxury Brands Can Build A Loyal Fan Base During 11.11 Shopping Festival",
+        "Hungary’s Nanushka Launches on Alibaba’s Tmall, Opens Shanghai Store",
+    ],
+    "001": [
+        "Alibaba Shares Key Updates During Investor Day Event",
+        "AACA Launches SME Advisory Committee",
+        "Dunhill Opens Flagship Store on Tmall Luxury Pavilion",
+        "Taobao Live Hosts Virtual Tour of Switzerland",
+        "AliExpress Celebrates 10th Anniversary with New Retail Pop-up",
+        "Alibaba, Emlyon Business School Pen Agreement for Joint Master’s Program",
+    ],
+    "002": [
+        "Alibaba Group Concludes 6.18 Sales Campaign",
+        "Alibaba and Coresight Host Webinar for Brands Coping with Covid-19",
+        "Cainiao Reinforces Global Logistics Network with New Investments",
+        "Lazada Announces New Group CEO",
+        "Taobao to Connect Educators with Students",
+        "Alibaba Celebrates Olympic Day with Digital Technology",
+        "ICBC Taps into Alipay’s Livestreaming Feature",
+        "Alibaba.com Boosts Italian Merchants with Online Export Summit",
+        "Tmall Introduced Plant-Based Rice Dumplings for Dragon Boat Festival",
+    ],
+    "003": [
+        "Alibaba Leads Economic Recovery with Major Shopping Festivals",
+        "Fliggy Fuels Travel and Hospitality Sectors",
+        "Ant Financial’s Online Bank Drives Growth for SMEs",
+        "Jack Ma Calls for Solidarity to Combat Covid-19",
+        "Luohan Academy Covers Coronavirus Solutions in Online Broadcast",
+        "Alibaba Cloud Soars to New Heights with VMware Partnership",
+        "Decathlon Launches Tmall Super Brand Day Campaign",
+        "Richemont, Tmall Luxury Pavilion Bring ‘Watches & Wonders’ to Chinese Consumers",
+        "H&M’s Arket Announces Tmall Partnership",
+        "Damai and Youku Announce Online Concert Tribute to Medical Workers",
+    ],
+    "004": ["Alibaba conquering brands"],
+}
+
+
+# --- Seed roundups -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", sorted(SEED_HEADLINES))
+def test_seed_headlines_are_found_exactly_and_in_order(prefix: str) -> None:
+    parsed = parse_file(seed(prefix))
+    assert [i.headline for i in parsed.items] == SEED_HEADLINES[prefix]
+
+
+@pytest.mark.parametrize("prefix", sorted(SEED_HEADLINES))
+def test_every_seed_item_has_body_paragraphs(prefix: str) -> None:
+    parsed = parse_file(seed(prefix))
+    assert all(item.paragraphs for item in parsed.items)
+
+
+def test_page_scrape_title_is_first_line_and_intro_skips_furniture() -> None:
+    parsed = parse_file(seed("000"))
+    assert parsed.title.startswith("Alibaba News Roundup: Hermès Beats Quarterly Expectations")
+    intro = parsed.intro.split("\n\n")
+    assert len(intro) == 3
+    assert intro[0].startswith("This week, global luxury house Hermès")
+    assert "Main Content" not in parsed.intro and "Photo credit" not in parsed.intro
+
+
+def test_link_text_is_kept_on_its_item_not_as_a_paragraph() -> None:
+    items = parse_file(seed("000")).items
+    assert items[3].link_text == "Read the interview here"
+    assert items[4].link_text == "Tune in on Spotify or Apple Podcasts, and read the interview here"
+    assert items[5].link_text == "Learn more about Nanushka’s expansion here"
+    assert not any(p.split()[-1] == "here" for item in items for p in item.paragraphs)
+
+
+def test_photo_captions_never_become_paragraphs() -> None:
+    texts = [
+        p for prefix in ("000", "003") for i in parse_file(seed(prefix)).items for p in i.paragraphs
+    ]
+    assert not any("Photo credit" in t for t in texts)
+    assert not any(t.startswith("Alibaba Group’s mascots gear up") for t in texts)
+    assert "Roland Palmer" not in texts and "Alibaba mascots Decathlon" not in texts
+
+
+def test_site_furniture_after_the_last_item_is_dropped() -> None:
+    last = parse_file(seed("003")).items[-1]
+    assert last.paragraphs[-1].endswith("fighting against the coronavirus.")
+    assert not any("Reuse this content" in p or "Newsletter" in p for p in last.paragraphs)
+
+
+def test_run_together_tag_line_is_split_into_tags() -> None:
+    assert parse_file(seed("000")).tags == [
+        "Africa",
+        "Africa Netpreneur Prize",
+        "Alibaba News Roundup",
+        "Daraz",
+        "E-Commerce",
+        "Europe",
+        "Luxury",
+        "Rest of World",
+    ]
+    tags = parse_file(seed("003")).tags
+    assert {
+        "Covid-19",
+        "E-Commerce",
+        "H&M",
+        "Jack Ma",
+        "Livestreaming",
+        "Tmall Luxury Pavilion",
+        "Travel",
+    } <= set(tags)
+
+
+def test_compact_digest_without_title_gets_one_from_roundup_name_and_headlines() -> None:
+    parsed = parse_file(seed("001"))
+    assert parsed.title == (
+        "Alibaba News Roundup: Alibaba Shares Key Updates During Investor Day Event; "
+        "AACA Launches SME Advisory Committee"
+    )
+    assert parsed.intro.startswith("The Alibaba News Roundup is a weekly digest")
+    assert "To receive the latest news" not in parsed.intro
+
+
+def test_glued_leading_the_is_repaired_in_the_intro() -> None:
+    parsed = parse_file(seed("002"))
+    assert parsed.intro.startswith("The Alibaba News Roundup is")
+    assert parsed.title.startswith("Alibaba News Roundup: Alibaba Group Concludes 6.18")
+
+
+def test_single_article_becomes_one_feature_item_titled_by_the_document() -> None:
+    parsed = parse_file(seed("004"))
+    (item,) = parsed.items
+    assert (parsed.title, item.kind, item.headline) == (
+        "Alibaba conquering brands",
+        "feature",
+        "Alibaba conquering brands",
+    )
+    assert item.paragraphs[0].startswith("Decision makers. With more than 1,800 French brands")
+    assert "Leave a Comment" not in item.paragraphs
+
+
+def test_pull_quote_repeating_the_body_is_dropped_from_a_feature() -> None:
+    (item,) = parse_file(seed("004")).items
+    assert (
+        "“We are committed to reducing our carbon footprint by 50% by 2030”" not in item.paragraphs
+    )
+
+
+# --- Synthetic documents: the parser generalises -----------------------------------
+
+
+def test_other_page_scrape_gives_its_own_headlines_intro_tags_and_links() -> None:
+    parsed = parse_file(DATA / "page_market_week.txt")
+    assert parsed.title == "Market Week: Coffee Chains Go Digital; Solar Farms Power Warehouses"
+    assert [i.headline for i in parsed.items] == [
+        "Coffee Chains Race to Launch Mobile Ordering",
+        "Solar Panels Now Power Two Regional Warehouses",
+        "Meet the Potter Who Sells to 40 Countries",
+    ]
+    assert parsed.intro.count("\n\n") == 1
+    assert parsed.items[2].link_text == "Watch the video interview here"
+    assert (
+        parsed.items[1].paragraphs[-1]
+        == "The company says the project will pay for itself within five years."
+    )
+    assert parsed.tags == [
+        "Coffee Chains",
+        "Logistics",
+        "Solar",
+        "Small Business",
+        "Sustainability",
+    ]
+
+
+def test_page_scrape_with_crlf_and_caption_and_no_intro() -> None:
+    parsed = parse_file(DATA / "page_harbour_notes.txt")
+    assert parsed.title == "Harbour Notes: Ferries Return"
+    assert parsed.intro == ""
+    assert [i.headline for i in parsed.items] == [
+        "Ferries Return to the Northern Islands",
+        "Fishing Quotas Set for the Coming Year",
+    ]
+    assert parsed.items[0].paragraphs == [
+        "After a winter without service, the ferry to the northern islands sails again"
+        " from Monday.",
+        "Tickets can be booked online.",
+    ]
+    assert parsed.items[1].link_text == "Read the full decision here"
+
+
+def test_other_compact_digest_with_multi_line_body() -> None:
+    parsed = parse_file(DATA / "compact_retail_briefing.txt")
+    assert parsed.title.startswith("Retail Tech Briefing: Grocer Opens First Checkout-Free Store")
+    assert [i.headline for i in parsed.items] == [
+        "Grocer Opens First Checkout-Free Store in Lisbon",
+        "Payments Startup Partners with Regional Bank",
+        "Warehouse Robots Cut Picking Times in Half",
+    ]
+    assert parsed.items[1].paragraphs[-1] == "The service starts in September."
+
+
+def test_compact_digest_with_a_title_line_keeps_it() -> None:
+    parsed = parse_file(DATA / "compact_city_digest.txt")
+    assert parsed.title == "City Digest: New Library Opens; Night Buses Extended"
+    assert parsed.intro == "This is your weekly digest of what changed in the city."
+    assert [i.headline for i in parsed.items] == [
+        "New Central Library Opens Its Doors",
+        "Night Bus Routes Extended to the Suburbs",
+    ]
+    assert parsed.items[1].link_text == "Learn more about the new timetable here"
+
+
+def test_camel_case_headline_mid_document_is_not_taken_for_a_tag_line() -> None:
+    text = (
+        "The Video Roundup is a weekly digest of news about online video.\n"
+        "TikTok Teams Up with YouTube on Safety\n"
+        "The two platforms will share research on keeping teenagers safe.\n"
+        "Streaming Prices Rise Again\n"
+        "Three services raised their monthly prices this week.\n"
+        "TikTokYouTubeStreaming\n"
+    )
+    parsed = parse_document(text, source_name="video.txt")
+    assert [i.headline for i in parsed.items] == [
+        "TikTok Teams Up with YouTube on Safety",
+        "Streaming Prices Rise Again",
+    ]
+    assert parsed.tags == ["TikTok", "YouTube", "Streaming"]
+
+
+# --- Markdown ------------------------------------------------------------------------
+
+
+def test_example_markdown_issue_parses_front_matter_and_item_properties() -> None:
+    parsed = parse_document(
+        (SEEDS / "example-issue.md").read_text(), source_name="example-issue.md"
+    )
+    assert parsed.issue_date == date(2024, 5, 6)
+    assert parsed.tags == ["Logistics", "Luxury", "Africa"]
+    first = parsed.items[0]
+    assert (first.topics, first.pinned) == (["logistics", "south-southeast-asia"], True)
+    assert (first.link_text, first.link_url) == (
+        "Read the announcement",
+        "https://example.com/news/cainiao-daraz-hubs",
+    )
+    assert first.paragraphs[0].startswith(
+        "Daraz and Cainiao have opened automated distribution centers in Karachi and Lahore,"
+    )
+    assert len(parsed.items) == 3
+
+
+def test_markdown_without_front_matter_uses_h1_title_and_leading_intro() -> None:
+    text = "# My Roundup\n\nHello readers.\n\n## First Story\n\nIt happened.\n"
+    parsed = parse_document(text, source_name="x.md")
+    assert (parsed.title, parsed.intro, parsed.items[0].paragraphs) == (
+        "My Roundup",
+        "Hello readers.",
+        ["It happened."],
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (
+            "---\ntitle: T\n---\n\n## Lonely Headline\n\n## Next\n\nBody.\n",
+            5,
+            "item has a headline but no body",
+        ),
+        ("---\ntitle: [unclosed\n---\n## A\n\nB.\n", 2, "invalid front matter"),
+        ("---\ntitle: T\ndate: 6 May\n---\n## A\n\nB.\n", 3, "date must be YYYY-MM-DD"),
+        ("---\ntitle: T\ntittle: x\n---\n## A\n\nB.\n", 3, "unknown front matter key 'tittle'"),
+        ("---\ntitle: T\n---\nJust an intro.\n", 4, "no items found"),
+        ("---\ntitle: T\n## A\n\nB.\n", 1, "no closing '---'"),
+        ("---\ndate: 2024-01-01\n---\n## A\n\nB.\n", 1, "no title"),
+        ("---\ntitle: T\n---\n## A\n\nB.\n\n[x](javascript:alert(1))\n", 8, "http(s)"),
+        ("---\ntitle: T\n---\n## A\nPinned: maybe\n\nB.\n", 5, "pinned must be yes or no"),
+        (
+            "---\ntitle: T\n---\n## A\nTopics: Not A Slug\n\nB.\n",
+            5,
+            "topics must be comma-separated slugs",
+        ),
+    ],
+)
+def test_bad_markdown_names_the_line(text: str, line: int, fragment: str) -> None:
+    with pytest.raises(IngestError) as err:
+        parse_document(text, source_name="seeds/x.md")
+    assert (err.value.path, err.value.line) == ("seeds/x.md", line)
+    assert fragment in err.value.message
+    assert str(err.value).startswith(f"seeds/x.md:{line}: ")
+
+
+def test_empty_text_file_is_refused() -> None:
+    with pytest.raises(IngestError, match=r"^a\.txt:1: file is empty$"):
+        parse_document(" \n\n", source_name="a.txt")
+
+
+def test_text_with_no_headlines_and_no_title_is_refused() -> None:
+    with pytest.raises(IngestError, match="no items found"):
+        parse_document("This is a sentence.\nAnother sentence follows here.\n", source_name="a.txt")
+
+
+# --- Service -------------------------------------------------------------------------
+
+
+def test_ingesting_a_seed_stores_items_in_order_with_bodies_and_auto_topics(
+    session: Session,
+) -> None:
+    result = ingest_file(session=session, path=seed("000"), issue_date=date(2024, 1, 1))
+    session.commit()
+    assert (result.created, result.item_count) == (True, 6)
+    issue = session.get(Issue, result.issue_id)
+    assert issue is not None and issue.issue_date == date(2024, 1, 1) and issue.status == "draft"
+    items = session.exec(
+        select(Item).where(Item.issue_id == result.issue_id).order_by(col(Item.position))
+    ).all()
+    assert [i.position for i in items] == list(range(6))
+    assert items[0].body.split("\n\n")[1] == (
+        "The French luxury design house said sales in Asia excluding Japan leapt 34%"
+        " in the quarter."
+    )
+    assert items[3].link_text == "Read the interview here"
+    sources = set(session.exec(select(ItemTopic.source)).all())
+    assert sources == {"auto"}
+    for item in items:
+        assert session.exec(select(ItemTopic).where(ItemTopic.item_id == item.id)).first(), (
+            item.headline
+        )
+
+
+def test_reingesting_the_same_content_creates_nothing(session: Session, tmp_path: Path) -> None:
+    first = ingest_file(session=session, path=seed("001"))
+    session.commit()
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes(
+        seed("001").read_bytes().replace(b"\n", b"\r\n")
+    )  # same words, other line endings
+    again = ingest_file(session=session, path=copy)
+    assert (again.created, again.issue_id, again.item_count) == (False, first.issue_id, 6)
+    assert len(session.exec(select(Issue)).all()) == 1
+
+
+def test_issue_date_comes_from_argument_then_front_matter_then_today(session: Session) -> None:
+    text = (SEEDS / "example-issue.md").read_text()
+    from_front = ingest_text(session=session, text=text, source_name="a.md")
+    overridden = ingest_text(
+        session=session,
+        text=text + "\nOne more paragraph.\n",
+        source_name="b.md",
+        issue_date=date(2030, 1, 7),
+    )
+    plain = ingest_file(session=session, path=DATA / "compact_city_digest.txt")
+    dates = [session.get(Issue, r.issue_id).issue_date for r in (from_front, overridden, plain)]  # type: ignore[union-attr]
+    assert dates[0] == date(2024, 5, 6) and dates[1] == date(2030, 1, 7)
+    assert dates[2] == date.today() or abs((dates[2] - date.today()).days) <= 1
+
+
+def test_explicit_markdown_topics_are_stored_as_editor_tags(session: Session) -> None:
+    result = ingest_text(
+        session=session, text=(SEEDS / "example-issue.md").read_text(), source_name="e.md"
+    )
+    first = session.exec(
+        select(Item).where(Item.issue_id == result.issue_id, Item.position == 0)
+    ).one()
+    rows = session.exec(
+        select(Topic.slug, ItemTopic.source)
+        .join(ItemTopic, col(ItemTopic.topic_id) == col(Topic.id))
+        .where(ItemTopic.item_id == first.id)
+    ).all()
+    assert sorted(rows) == [("logistics", "editor"), ("south-southeast-asia", "editor")]
+    assert first.pinned is True and first.link_url == "https://example.com/news/cainiao-daraz-hubs"
+
+
+def test_unknown_explicit_topic_names_its_line_and_writes_nothing(session: Session) -> None:
+    text = "---\ntitle: T\n---\n## A\n\nB.\n\n## C\nTopics: logistics, no-such-topic\n\nD.\n"
+    with pytest.raises(IngestError) as err:
+        ingest_text(session=session, text=text, source_name="x.md")
+    assert err.value.line == 9 and "no-such-topic" in err.value.message
+    session.rollback()
+    assert session.exec(select(Issue)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"", "file is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "binary"),
+        (b"Title\n\nCaf\xe9 opens.\n", "not UTF-8"),
+    ],
+)
+def test_unusable_files_are_refused_with_their_name(
+    session: Session, tmp_path: Path, data: bytes, fragment: str
+) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    with pytest.raises(IngestError, match=fragment) as err:
+        ingest_file(session=session, path=path)
+    assert err.value.path == str(path)
+    assert session.exec(select(Issue)).all() == []
+
+
+def test_non_utf8_error_points_at_the_offending_line(session: Session, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"Title\n\nFirst line.\nCaf\xe9 opens.\n")
+    with pytest.raises(IngestError) as err:
+        ingest_file(session=session, path=path)
+    assert err.value.line == 4
+
+
+# --- CLI -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner(app_settings) -> CliRunner:  # type: ignore[no-untyped-def]
+    return CliRunner()
+
+
+def test_cli_ingest_reports_json_and_keeps_going_after_a_bad_file(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.md"
+    bad.write_text("---\ntitle: T\n---\n## Lonely\n")
+    result = runner.invoke(
+        app, ["ingest", str(bad), str(seed("002")), "--json", "--date", "2024-02-05"]
+    )
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert [(i["items"], i["created"]) for i in payload["issues"]] == [(9, True)]
+    assert payload["errors"] == [
+        {"file": str(bad), "line": 4, "message": "item has a headline but no body"}
+    ]
+    assert f"{bad}:4: item has a headline but no body" in result.stderr
+    with db.session_scope() as s:
+        assert [i.issue_date for i in s.exec(select(Issue)).all()] == [date(2024, 2, 5)]
+
+
+def test_cli_ingest_twice_says_existing(runner: CliRunner) -> None:
+    runner.invoke(app, ["ingest", str(seed("004"))])
+    result = runner.invoke(app, ["ingest", str(seed("004"))])
+    assert result.exit_code == 0
+    assert "existing" in result.stdout and "created" not in result.stdout
+
+
+def test_cli_items_list_and_tag(runner: CliRunner) -> None:
+    runner.invoke(app, ["ingest", str(seed("003"))])
+    listed = json.loads(runner.invoke(app, ["items", "list", "1", "--json"]).stdout)
+    cloud = next(i for i in listed if i["headline"].startswith("Alibaba Cloud Soars"))
+    assert cloud["topics"] == ["cloud-ai"] and cloud["position"] == 5
+    tagged = runner.invoke(app, ["items", "tag", str(cloud["id"]), "--topics", "europe,cloud-ai"])
+    assert tagged.exit_code == 0
+    again = json.loads(runner.invoke(app, ["items", "list", "1", "--json"]).stdout)
+    assert next(i for i in again if i["id"] == cloud["id"])["topics"] == ["cloud-ai", "europe"]
+
+
+def test_cli_items_tag_rejects_unknown_slug(runner: CliRunner) -> None:
+    runner.invoke(app, ["ingest", str(seed("004"))])
+    result = runner.invoke(app, ["items", "tag", "1", "--topics", "bogus"])
+    assert result.exit_code == 1
+    assert "bogus" in result.stderr and "luxury-fashion" in result.stderr
+
+
+def test_cli_topics_lists_item_counts(runner: CliRunner) -> None:
+    runner.invoke(app, ["ingest", str(seed("004"))])
+    rows = {r["slug"]: r for r in json.loads(runner.invoke(app, ["topics", "--json"]).stdout)}
+    assert (
+        rows["luxury-fashion"]["items"] == 1
+        and rows["luxury-fashion"]["name"] == "Luxury & Fashion"
+    )
+    assert rows["logistics"]["items"] == 0

@@ -1,0 +1,332 @@
+"""MIME messages: headers, both parts, personalisation, injection safety, VERP and DKIM."""
+
+from __future__ import annotations
+
+import base64
+import re
+import smtplib
+import time
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from newsletter import message as message_module
+from newsletter.composer import compose
+from newsletter.message import (
+    MessageFactory,
+    OutgoingMessage,
+    Recipient,
+    build_message,
+    parse_verp,
+)
+from newsletter.render import render_digest
+from newsletter.settings import settings
+from newsletter.tokens import read_token
+from tests.fixtures.mail import assert_email, email_parts, issue_content, parse_email
+
+ALICE = Recipient(subscriber_id=17, email="alice@example.org", name="Alice Liddell")
+EXPECTED_HEADERS = {
+    "Date", "From", "Reply-To", "To", "Subject", "Message-ID", "List-Id",
+    "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
+}
+
+
+@pytest.fixture
+def frozen_time(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Pin the clock so tokens made by build() and personalise() are identical."""
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
+    return now
+
+
+@pytest.fixture
+def digest():
+    issue = issue_content(items=[
+        {"headline": "Hermès Q3 sales beat forecasts", "topics": ["luxury-fashion"],
+         "body": "Hermès’ sales jumped 24% to €3.14 billion.\n\n" + "Long paragraph. " * 60,
+         "link_text": "Read the full story", "link_url": "https://example.com/hermes?a=1&b=2"},
+        {"headline": ".dot at line start and = signs", "topics": ["logistics"],
+         "body": ".leading dot\n\nFrom the start, a=b and trailing space  "},
+    ])
+    composition = compose(issue, followed=("logistics",), max_items=12)
+    assert composition is not None
+    return render_digest(issue, composition)
+
+
+@pytest.fixture
+def factory(digest) -> MessageFactory:
+    return MessageFactory(digest=digest, issue_id=42)
+
+
+def _header_lines(data: bytes) -> list[bytes]:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return [line for line in head.split(b"\r\n") if line and line[:1] not in (b" ", b"\t")]
+
+
+# --- structure -------------------------------------------------------------------------
+
+
+def test_message_is_multipart_alternative_text_then_html(factory) -> None:
+    msg = parse_email(factory.build(ALICE).data)
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    assert not msg.defects and not any(p.defects for p in parts)
+
+
+def test_message_has_exactly_the_expected_headers(factory) -> None:
+    msg = parse_email(factory.build(ALICE).data)
+    assert set(msg.keys()) == EXPECTED_HEADERS
+    assert len(msg.keys()) == len(EXPECTED_HEADERS)
+
+
+def test_sender_headers_come_from_settings(factory) -> None:
+    msg = parse_email(factory.build(ALICE).data)
+    assert msg["From"].addresses[0].addr_spec == settings.mail_from_address
+    assert msg["From"].addresses[0].display_name == settings.mail_from_name
+    assert msg["Reply-To"].addresses[0].addr_spec == settings.reply_to
+    assert msg["List-Id"] == f"{settings.mail_from_name} <{settings.list_id}>"
+    assert msg["MIME-Version"] == "1.0"
+
+
+def test_to_subject_and_date(factory, digest) -> None:
+    msg = parse_email(factory.build(ALICE).data)
+    assert msg["To"].addresses[0].addr_spec == "alice@example.org"
+    assert msg["To"].addresses[0].display_name == "Alice Liddell"
+    assert msg["Subject"] == digest.subject
+    assert msg["Date"].datetime.tzinfo is not None
+
+
+def test_subject_can_be_overridden(digest) -> None:
+    out = MessageFactory(digest=digest, issue_id=42, subject="Special edition").build(ALICE)
+    assert parse_email(out.data)["Subject"] == "Special edition"
+
+
+def test_message_id_uses_our_domain_and_is_unique(factory) -> None:
+    first, second = factory.build(ALICE), factory.build(ALICE)
+    domain = settings.mail_from_address.split("@")[1]
+    assert first.message_id.endswith(f"@{domain}>")
+    assert first.message_id != second.message_id
+    assert parse_email(first.data)["Message-ID"] == first.message_id
+
+
+def test_list_unsubscribe_offers_one_click_https_and_mailto(factory) -> None:
+    msg = parse_email(factory.build(ALICE).data)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url, mailto = re.findall(r"<([^>]+)>", str(msg["List-Unsubscribe"]))
+    assert url.startswith(f"{settings.base_url}/unsubscribe/")
+    assert read_token("unsubscribe", url.rsplit("/", 1)[1]) == ALICE.subscriber_id
+    assert mailto.startswith(f"mailto:{settings.unsubscribe_mailto}?subject=unsubscribe-")
+    assert read_token("unsubscribe", mailto.split("unsubscribe-", 1)[1]) == ALICE.subscriber_id
+
+
+def test_envelope_sender_is_verp_for_subscriber_and_issue(factory) -> None:
+    out = factory.build(ALICE)
+    assert out.envelope_from == f"bounces+17-42@{settings.bounce_domain}"
+    assert parse_verp(out.envelope_from) == (17, 42)
+    assert out.to == "alice@example.org"
+
+
+def test_parse_verp_ignores_other_addresses() -> None:
+    assert parse_verp("postmaster@example.org") is None
+    assert parse_verp(f"<bounces+5@{settings.bounce_domain}>") == (5, None)
+
+
+def test_lines_end_in_crlf_and_stay_short(factory) -> None:
+    data = factory.build(Recipient(1, "x@example.org", "N" * 150)).data
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+# --- bodies -------------------------------------------------------------------------------
+
+
+def test_both_parts_decode_to_the_personalised_digest(factory, digest, frozen_time) -> None:
+    recipient = Recipient(5, "zoe@example.org", "Zoë Ünïcode-" + "x" * 100)
+    html, text = email_parts(parse_email(factory.build(recipient).data))
+    expected_html, expected_text = digest.personalise(recipient)
+    # MIME text travels with CRLF line ends; the content is otherwise identical.
+    assert html.replace("\r\n", "\n") == expected_html
+    assert text.replace("\r\n", "\n") == expected_text
+
+
+def test_received_email_has_links_and_personal_parts(factory) -> None:
+    assert_email(
+        factory.build(ALICE).data,
+        to="alice@example.org",
+        subject_contains="Hermès",
+        html_contains=('href="https://example.com/hermes?a=1&amp;b=2"', "Hi Alice,"),
+        text_contains=("https://example.com/hermes?a=1&b=2", "Hi Alice,"),
+        both_contain=("alice@example.org", f"{settings.base_url}/manage/"),
+    )
+
+
+def test_recipients_get_their_own_links(factory) -> None:
+    bob = Recipient(18, "bob@example.org", "Bob")
+    html, text = email_parts(parse_email(factory.build(bob).data))
+    token = re.search(r"/manage/([\w.\-]+)", text).group(1)
+    assert read_token("manage", token) == 18
+    assert "alice" not in html.lower()
+
+
+def test_message_passes_through_a_real_smtp_server(factory, smtp_server) -> None:
+    out = factory.build(ALICE)
+    with smtplib.SMTP(smtp_server.host, smtp_server.port) as client:
+        client.sendmail(out.envelope_from, [out.to], out.data)
+    received = smtp_server.wait_for(1)[0]
+    assert received.mail_from == out.envelope_from
+    assert received.rcpt_tos == ("alice@example.org",)
+    msg = assert_email(received.data, to="alice@example.org", both_contain=("Hi Alice,",))
+    assert msg["Message-ID"] == out.message_id
+
+
+# --- header safety -------------------------------------------------------------------------
+
+
+def test_name_with_crlf_cannot_add_a_header(factory) -> None:
+    eve = Recipient(3, "eve@example.org", "Eve\r\nBcc: x@evil.test")
+    data = factory.build(eve).data
+    msg = parse_email(data)
+    assert "Bcc" not in msg
+    assert set(msg.keys()) == EXPECTED_HEADERS
+    assert [a.addr_spec for a in msg["To"].addresses] == ["eve@example.org"]
+    assert not any(line.lower().startswith(b"bcc:") for line in _header_lines(data))
+
+
+def test_subject_with_newline_cannot_add_a_header(digest) -> None:
+    out = MessageFactory(digest=digest, issue_id=1, subject="Hi\nBcc: x@evil.test").build(ALICE)
+    msg = parse_email(out.data)
+    assert "Bcc" not in msg
+    assert msg["Subject"] == "Hi Bcc: x@evil.test"
+
+
+def test_address_with_crlf_is_refused(factory) -> None:
+    with pytest.raises(ValueError, match="email address"):
+        factory.build(Recipient(3, "eve@example.org\r\nBcc: x@evil.test", "Eve"))
+
+
+def test_name_with_specials_is_quoted_not_parsed(factory) -> None:
+    tricky = Recipient(3, "x@example.org", 'Doe, John "JD" <boss@evil.test>')
+    msg = parse_email(factory.build(tricky).data)
+    assert [a.addr_spec for a in msg["To"].addresses] == ["x@example.org"]
+    assert msg["To"].addresses[0].display_name == 'Doe, John "JD" <boss@evil.test>'
+
+
+def test_non_ascii_name_is_rfc2047_encoded(factory) -> None:
+    data = factory.build(Recipient(3, "zoe@example.org", "Zoë Ünïcode")).data
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii()
+    assert b"=?utf-8?" in head
+    assert parse_email(data)["To"].addresses[0].display_name == "Zoë Ünïcode"
+
+
+# --- one-off messages ------------------------------------------------------------------------
+
+
+def test_build_message_for_a_one_off_email() -> None:
+    out = build_message(
+        subject="Confirm your subscription", html="<p>Click <a href='https://x.test'>here</a></p>",
+        text="Click https://x.test\n", recipient=ALICE, list_headers=False,
+        extra_headers={"X-Roundup-Kind": "confirm\r\nBcc: x@evil.test"},
+    )
+    msg = assert_email(out.data, to="alice@example.org", subject_contains="Confirm",
+                       html_contains=("here",), text_contains=("https://x.test",))
+    assert "List-Unsubscribe" not in msg and "Bcc" not in msg
+    assert msg["X-Roundup-Kind"] == "confirm Bcc: x@evil.test"
+    assert out.envelope_from == f"bounces+17@{settings.bounce_domain}"
+
+
+def test_build_message_refuses_bad_extra_header_names() -> None:
+    with pytest.raises(ValueError, match="header name"):
+        build_message(subject="s", html="<p>h</p>", text="t", recipient=ALICE,
+                      extra_headers={"X-Evil: 1\r\nBcc": "x"})
+
+
+def test_build_message_refuses_overriding_core_headers() -> None:
+    with pytest.raises(ValueError, match="From"):
+        build_message(subject="s", html="<p>h</p>", text="t", recipient=ALICE,
+                      extra_headers={"From": "boss@evil.test"})
+
+
+# --- DKIM -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dkim_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """Settings pointed at a fresh RSA key; returns the DNS TXT record for it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "dkim.pem"
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ))
+    monkeypatch.setattr(settings, "dkim_private_key_path", path)
+    monkeypatch.setattr(settings, "dkim_domain", "roundup.example")
+    monkeypatch.setattr(settings, "dkim_selector", "s2026")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def _verify(out: OutgoingMessage, txt: bytes) -> bool:
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"s2026._domainkey.roundup.example."
+        return txt
+
+    return bool(dkim.verify(out.data, dnsfunc=dnsfunc))
+
+
+def test_dkim_signature_verifies(factory, dkim_key) -> None:
+    assert _verify(factory.build(ALICE), dkim_key)
+
+
+def test_dkim_signs_the_important_headers(factory, dkim_key) -> None:
+    signature = parse_email(factory.build(ALICE).data)["DKIM-Signature"]
+    signed = re.search(r"h=([^;]+)", str(signature)).group(1).replace(" ", "").split(":")
+    for name in ("from", "to", "subject", "date", "message-id", "list-unsubscribe",
+                 "list-unsubscribe-post"):
+        assert name in signed
+
+
+def test_dkim_fails_when_the_body_is_changed(factory, dkim_key) -> None:
+    out = factory.build(ALICE)
+    head, body = out.data.split(b"\r\n\r\n", 1)
+    changed = body[:2000] + (b"Y" if body[2000:2001] != b"Y" else b"Z") + body[2001:]
+    tampered = OutgoingMessage(out.envelope_from, out.to, out.message_id,
+                               head + b"\r\n\r\n" + changed)
+    assert not _verify(tampered, dkim_key)
+
+
+def test_dkim_fails_when_a_signed_header_is_changed(factory, dkim_key) -> None:
+    out = factory.build(ALICE)
+    tampered = OutgoingMessage(out.envelope_from, out.to, out.message_id,
+                               out.data.replace(b"To: Alice Liddell", b"To: Alice Lidell"))
+    assert not _verify(tampered, dkim_key)
+
+
+def test_one_off_message_is_signed_too(dkim_key) -> None:
+    out = build_message(subject="Zoë’s confirmation", html="<p>h</p>", text="t\n",
+                        recipient=Recipient(3, "zoe@example.org", "Zoë"))
+    assert _verify(out, dkim_key)
+
+
+def test_dkimpy_fallback_signature_verifies(factory, dkim_key, monkeypatch) -> None:
+    """Without `cryptography` installed, dkimpy signs instead."""
+    real = message_module._dkim_key
+
+    def without_cryptography(path: str, mtime: float):
+        return message_module._DkimKey(real(path, mtime).pem, None)
+
+    monkeypatch.setattr(message_module, "_dkim_key", without_cryptography)
+    assert _verify(factory.build(ALICE), dkim_key)
+
+
+def test_no_signature_without_dkim_settings(factory) -> None:
+    assert b"DKIM-Signature" not in factory.build(ALICE).data
