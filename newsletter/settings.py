@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=250, ge=1)
     send_lease_seconds: int = Field(default=300, ge=10)
     send_max_retries: int = Field(default=8, ge=0)
+    # 4xx backoff: doubles per attempt, capped at 10 minutes (no long ETAs on the broker)
+    send_retry_base_seconds: float = Field(default=30.0, gt=0)
 
     schedule_weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
     schedule_time: str = "09:00"

@@ -1,0 +1,213 @@
+"""Send one issue to N subscribers through real Celery workers and measure it.
+
+    .venv/bin/python bench/bench_send.py                 # N=20000, then N/4
+    .venv/bin/python bench/bench_send.py -n 5000 --no-quarter
+    .venv/bin/python bench/bench_send.py --database-url postgresql://postgres@127.0.0.1/test
+
+Everything is real: the seed roundups ingested, subscribers with mixed topic choices,
+plan_send, a private redis-server, a Celery prefork worker (2 processes), and a local
+SMTP sink (Postfix's smtp-sink if installed, else an aiosmtpd sink that discards).
+Prints end-to-end messages/s, planning time and peak worker RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import text  # noqa: E402
+
+from newsletter import db  # noqa: E402
+from newsletter.models import (  # noqa: E402
+    Issue,
+    IssueStatus,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberTopic,
+    Topic,
+    utcnow,
+)
+from newsletter.services import free_port, private_redis, worker_process  # noqa: E402
+from newsletter.settings import settings  # noqa: E402
+
+SINK_CODE = """
+import asyncio, sys
+from aiosmtpd.controller import Controller
+class Discard:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+c = Controller(Discard(), hostname="127.0.0.1", port=int(sys.argv[1]))
+c.start()
+print("ready", flush=True)
+try:
+    asyncio.get_event_loop().run_forever()
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def _wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"SMTP sink did not listen on {port}")
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[tuple[int, str]]:
+    """Postfix smtp-sink if installed (C, fast), else an aiosmtpd sink; yields (port, name)."""
+    port = free_port()
+    binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink"
+                                          if Path("/usr/sbin/smtp-sink").exists() else None)
+    if binary:
+        cmd = [binary, "-u", "nobody", f"127.0.0.1:{port}", "1024"]
+        name = "postfix smtp-sink"
+    else:
+        cmd = [sys.executable, "-c", SINK_CODE, str(port)]
+        name = "aiosmtpd discard sink"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port)
+        yield port, name
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def load_data(n: int, seed: int = 7) -> int:
+    """Ingest the seeds, approve the newest issue, add `n` confirmed subscribers."""
+    from newsletter.ingest import ingest_file
+    from newsletter.topics import sync_topics
+
+    with db.session_scope() as session:
+        sync_topics(session=session)
+    manifest = tomllib.loads((REPO / "seeds" / "manifest.toml").read_text())
+    ids: list[int] = []
+    with db.session_scope() as session:
+        for entry in manifest["seed"]:
+            d = date.fromisoformat(entry["date"])
+            ids.append(ingest_file(session=session, path=REPO / "seeds" / entry["file"],
+                                   issue_date=d).issue_id)
+    # The seed with the most text makes the biggest (most realistic) digest.
+    issue_id = max(ids, key=sample_message_size)
+    rng = random.Random(seed)
+    now = utcnow()
+    with db.session_scope() as session:
+        session.execute(Issue.__table__.update().where(  # type: ignore[attr-defined]
+            Issue.__table__.c.id == issue_id).values(  # type: ignore[attr-defined]
+            status=IssueStatus.approved, approved_at=now))
+        topic_ids = [t for t in session.execute(text("SELECT id FROM topic")).scalars()]
+        session.execute(Subscriber.__table__.insert(), [  # type: ignore[attr-defined]
+            {"email": f"reader{i}@bench.example", "name": f"Reader {i}", "timezone": "UTC",
+             "only_my_topics": rng.random() < 0.2, "status": SubscriberStatus.confirmed,
+             "paused": False, "source": "bench", "created_at": now, "updated_at": now}
+            for i in range(n)
+        ])
+        ids = list(session.execute(text("SELECT id FROM subscriber ORDER BY id")).scalars())
+        links = [
+            {"subscriber_id": sid, "topic_id": tid}
+            for sid in ids
+            for tid in rng.sample(topic_ids, rng.choice([0, 1, 1, 2, 2, 3]))
+        ]
+        session.execute(SubscriberTopic.__table__.insert(), links)  # type: ignore[attr-defined]
+        assert session.get(Topic, topic_ids[0]) is not None
+    return issue_id
+
+
+def sample_message_size(issue_id: int) -> int:
+    from newsletter.composer import compose, load_issue
+    from newsletter.message import MessageFactory, Recipient
+    from newsletter.render import render_digest
+
+    with db.session_scope() as session:
+        issue = load_issue(session=session, issue_id=issue_id)
+    comp = compose(issue, followed=["logistics"], max_items=settings.digest_max_items)
+    assert comp is not None
+    factory = MessageFactory(digest=render_digest(issue, comp), issue_id=issue_id)
+    return len(factory.build(Recipient(subscriber_id=1, email="a@b.example", name="A")).data)
+
+
+def run(n: int, *, database_url: str | None, concurrency: int) -> dict[str, float]:
+    from newsletter.delivery import enqueue_batches, plan_send, status_counts
+
+    with tempfile.TemporaryDirectory(prefix="roundup-bench-") as tmp:
+        settings.data_dir = Path(tmp)
+        settings.database_url = database_url or f"sqlite:///{tmp}/bench.db"
+        db.reset_engine()
+        if database_url:
+            with db.get_engine().begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        db.migrate()
+        issue_id = load_data(n)
+        size = sample_message_size(issue_id)
+
+        with private_redis() as redis_url, smtp_sink() as (port, sink):
+            settings.redis_url = redis_url
+            settings.smtp_host, settings.smtp_port = "127.0.0.1", port
+            started = time.perf_counter()
+            with db.session_scope() as session:
+                planned = plan_send(session=session, issue_id=issue_id)
+            plan_seconds = time.perf_counter() - started
+            with worker_process(concurrency=concurrency,
+                                extra_env={"CELERY_LOG_LEVEL": "WARNING"}) as proc:
+                parent = psutil.Process(proc.pid)
+                peak = 0
+                t0 = time.perf_counter()
+                enqueue_batches(issue_id)
+                while True:
+                    with contextlib.suppress(psutil.Error):
+                        rss = [c.memory_info().rss for c in parent.children(recursive=True)]
+                        peak = max([peak, *rss])
+                    with db.session_scope() as session:
+                        counts = status_counts(session=session, issue_id=issue_id)
+                    if not counts["pending"] and not counts["sending"]:
+                        break
+                    time.sleep(0.25)
+                elapsed = time.perf_counter() - t0
+        sent = counts["sent"]
+        return {
+            "subscribers": n, "planned": planned, "sent": sent, "failed": counts["failed"],
+            "skipped": counts["skipped"], "plan_s": plan_seconds, "send_s": elapsed,
+            "msg_per_s": sent / elapsed, "peak_rss_mb": peak / 2**20, "msg_kb": size / 1024,
+            "sink": sink,  # type: ignore[dict-item]
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=20_000, help="subscribers (default 20000)")
+    parser.add_argument("--no-quarter", action="store_true", help="skip the N/4 run")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (schema is wiped)")
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    sizes = [args.n] if args.no_quarter else [args.n // 4, args.n]
+    for n in sizes:
+        r = run(n, database_url=args.database_url, concurrency=args.concurrency)
+        print(f"N={r['subscribers']:>6}  planned {r['planned']} in {r['plan_s']:.2f}s  "
+              f"sent {r['sent']} (skipped {r['skipped']}, failed {r['failed']}) "
+              f"in {r['send_s']:.1f}s = {r['msg_per_s']:.0f} msg/s  "
+              f"peak worker RSS {r['peak_rss_mb']:.0f} MB  "
+              f"message ~{r['msg_kb']:.0f} KB  sink: {r['sink']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

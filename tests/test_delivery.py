@@ -1,0 +1,478 @@
+"""Delivery: planning, the ledger state machine, and exactly-once through real Celery.
+
+In-process tests call the service functions against the real aiosmtpd server; the
+worker tests run a real Celery worker subprocess on a private Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from newsletter import db, delivery
+from newsletter.models import (
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventKind,
+    Issue,
+    IssueStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    utcnow,
+)
+from newsletter.subscribers import unsubscribe
+from tests.fixtures.mail import SMTPTestServer, assert_email
+from tests.fixtures.services import WorkerFactory, wait_until
+
+ITEMS = [
+    {"headline": "Payments grow fast", "topics": ["fintech"]},
+    {"headline": "Ports reopen", "topics": ["logistics"]},
+    "A general story",
+]
+
+
+@pytest.fixture
+def approved_issue(make_issue: Callable[..., Issue]) -> Issue:
+    return make_issue(items=ITEMS, status=IssueStatus.approved)
+
+
+def rows(session: Session, issue_id: int) -> list[Delivery]:
+    session.expire_all()
+    return list(session.scalars(
+        select(Delivery).where(Delivery.issue_id == issue_id).order_by(Delivery.id)))
+
+
+def issue_status(session: Session, issue_id: int) -> str:
+    session.expire_all()
+    return session.get(Issue, issue_id).status
+
+
+def counts(issue_id: int) -> dict[str, int]:
+    with db.session_scope() as s:
+        return delivery.status_counts(session=s, issue_id=issue_id)
+
+
+def plan(session: Session, issue_id: int) -> int:
+    n = delivery.plan_send(session=session, issue_id=issue_id)
+    session.commit()
+    return n
+
+
+def done(issue_id: int) -> bool:
+    c = counts(issue_id)
+    return not c["pending"] and not c["sending"]
+
+
+# --- planning ----------------------------------------------------------------------------
+
+
+def test_plan_writes_one_pending_row_per_confirmed_subscriber_only(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber]
+) -> None:
+    confirmed = [make_subscriber(topics=["fintech"]) for _ in range(3)]
+    make_subscriber(confirmed=False)
+    gone = make_subscriber()
+    unsubscribe(session=session, subscriber_id=gone.id, source="test")
+    paused = make_subscriber()
+    paused.paused = True
+    session.add(paused)
+    suppressed = make_subscriber()
+    session.add(Suppression(email=suppressed.email, reason="complaint"))
+    session.commit()
+
+    assert plan(session, approved_issue.id) == 3
+    assert sorted(r.subscriber_id for r in rows(session, approved_issue.id)) == sorted(
+        s.id for s in confirmed)
+    assert all(r.status == DeliveryStatus.pending for r in rows(session, approved_issue.id))
+    assert issue_status(session, approved_issue.id) == IssueStatus.sending
+
+
+def test_plan_marks_only_my_topics_without_a_match_skipped(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber]
+) -> None:
+    lonely = make_subscriber(topics=["travel"], only_my_topics=True)
+    make_subscriber(topics=["fintech"], only_my_topics=True)
+
+    plan(session, approved_issue.id)
+
+    by_sub = {r.subscriber_id: r.status for r in rows(session, approved_issue.id)}
+    assert by_sub[lonely.id] == DeliveryStatus.skipped
+    assert Counter(by_sub.values()) == {DeliveryStatus.skipped: 1, DeliveryStatus.pending: 1}
+
+
+def test_plan_twice_plans_once(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber]
+) -> None:
+    make_subscriber()
+    plan(session, approved_issue.id)
+
+    with pytest.raises(delivery.AlreadyPlanned, match="already sending"):
+        delivery.plan_send(session=session, issue_id=approved_issue.id)
+    assert len(rows(session, approved_issue.id)) == 1
+
+
+def test_plan_refuses_a_draft(session: Session, make_issue: Callable[..., Issue]) -> None:
+    draft = make_issue(items=ITEMS)
+    with pytest.raises(delivery.SendError, match="approve it before sending"):
+        delivery.plan_send(session=session, issue_id=draft.id)
+
+
+def test_replan_adds_only_newly_confirmed_subscribers(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber]
+) -> None:
+    first = make_subscriber()
+    plan(session, approved_issue.id)
+    late = make_subscriber()
+
+    added = delivery.plan_send(session=session, issue_id=approved_issue.id, replan=True)
+    session.commit()
+
+    assert added == 1
+    assert sorted(r.subscriber_id for r in rows(session, approved_issue.id)) == [first.id, late.id]
+
+
+def test_batches_group_subscribers_with_the_same_composition(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.settings import settings
+
+    monkeypatch.setattr(settings, "send_batch_size", 2)
+    for topics in (["fintech"], ["logistics"], ["fintech"], ["logistics"]):
+        make_subscriber(topics=topics)
+
+    plan(session, approved_issue.id)
+
+    planned = rows(session, approved_issue.id)
+    keys_per_batch = {b: {r.composition_key for r in planned if r.batch == b}
+                      for b in {r.batch for r in planned}}
+    assert sorted(keys_per_batch) == [1, 2]
+    assert all(len(keys) == 1 for keys in keys_per_batch.values())
+
+
+def test_planning_20000_subscribers_takes_seconds(
+    session: Session, approved_issue: Issue,
+) -> None:
+    now = utcnow()
+    session.execute(Subscriber.__table__.insert(), [  # type: ignore[attr-defined]
+        {"email": f"r{i}@example.org", "name": "", "timezone": "UTC", "only_my_topics": False,
+         "status": SubscriberStatus.confirmed, "paused": False, "source": "test",
+         "created_at": now, "updated_at": now}
+        for i in range(20_000)
+    ])
+    session.commit()
+
+    started = time.perf_counter()
+    assert plan(session, approved_issue.id) == 20_000
+    assert time.perf_counter() - started < 10
+
+
+# --- one batch, in process -----------------------------------------------------------------
+
+
+def test_batch_sends_each_pending_row_and_records_the_message_id(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    any_smtp_server: SMTPTestServer,
+) -> None:
+    reader = make_subscriber(email="ada@example.org", name="Ada", topics=["fintech"])
+    plan(session, approved_issue.id)
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    [row] = rows(session, approved_issue.id)
+    [received] = any_smtp_server.messages
+    msg = assert_email(received.data, to=reader.email, both_contain=["Payments grow fast"])
+    assert row.status == DeliveryStatus.sent
+    assert row.message_id == msg["Message-ID"]
+    assert issue_status(session, approved_issue.id) == IssueStatus.sent
+
+
+def test_running_a_batch_twice_sends_nobody_twice(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer,
+) -> None:
+    readers = [make_subscriber() for _ in range(3)]
+    plan(session, approved_issue.id)
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+    second = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert "sent" not in second.counts
+    assert sorted(smtp_server.recipients()) == sorted(r.email for r in readers)
+
+
+def test_unsubscribe_after_planning_suppresses_at_send_time(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer,
+) -> None:
+    stays, leaves = make_subscriber(), make_subscriber()
+    plan(session, approved_issue.id)
+    unsubscribe(session=session, subscriber_id=leaves.id, source="test")
+    session.commit()
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert smtp_server.recipients() == [stays.email]
+    by_sub = {r.subscriber_id: r.status for r in rows(session, approved_issue.id)}
+    assert by_sub[leaves.id] == DeliveryStatus.suppressed
+
+
+def test_hard_bounce_fails_the_row_and_suppresses_the_address(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    any_smtp_server: SMTPTestServer,
+) -> None:
+    gone = make_subscriber(email="gone@example.org")
+    make_subscriber()
+    any_smtp_server.reject(gone.email, "550 5.1.1 <gone@example.org>: no such user")
+    plan(session, approved_issue.id)
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    row = next(r for r in rows(session, approved_issue.id) if r.subscriber_id == gone.id)
+    assert row.status == DeliveryStatus.failed
+    assert "5.1.1" in row.error
+    assert session.get(Suppression, gone.email) is not None
+    session.refresh(gone)
+    assert gone.status == SubscriberStatus.bounced
+    assert session.scalars(select(Event).where(
+        Event.subscriber_id == gone.id, Event.kind == EventKind.bounced)).first() is not None
+
+
+def test_next_send_skips_a_bounced_address(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber], smtp_server: SMTPTestServer,
+) -> None:
+    gone = make_subscriber(email="gone@example.org")
+    smtp_server.reject(gone.email, "550 5.1.1 no such user")
+    first = make_issue(items=ITEMS, status=IssueStatus.approved)
+    plan(session, first.id)
+    delivery.run_batch(session=session, issue_id=first.id, batch=1)
+    smtp_server.clear_failures()
+
+    second = make_issue(items=ITEMS, status=IssueStatus.approved)
+    assert plan(session, second.id) == 0
+    assert smtp_server.rcpt_attempts == [gone.email]
+
+
+def test_5xx_without_a_bounce_fails_the_row_but_keeps_the_subscriber(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    any_smtp_server: SMTPTestServer,
+) -> None:
+    reader = make_subscriber()
+    any_smtp_server.fail_data_next("554 5.7.1 message refused as spam", times=1)
+    plan(session, approved_issue.id)
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    [row] = rows(session, approved_issue.id)
+    assert (row.status, row.error) == (DeliveryStatus.failed, "554 5.7.1 message refused as spam")
+    session.refresh(reader)
+    assert reader.status == SubscriberStatus.confirmed
+    assert session.get(Suppression, reader.email) is None
+
+
+def test_4xx_puts_the_row_back_with_a_backoff(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    any_smtp_server: SMTPTestServer,
+) -> None:
+    busy = make_subscriber(email="busy@example.org")
+    other = make_subscriber()
+    any_smtp_server.fail_next(busy.email, "451 4.3.0 try later")
+    plan(session, approved_issue.id)
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    row = next(r for r in rows(session, approved_issue.id) if r.subscriber_id == busy.id)
+    assert row.status == DeliveryStatus.pending
+    assert row.next_attempt_at is not None and row.next_attempt_at > utcnow()
+    assert outcome.retry_in is not None and 0 < outcome.retry_in <= delivery.MAX_RETRY_DELAY
+    assert any_smtp_server.recipients() == [other.email]
+
+
+def test_unreachable_server_defers_the_whole_batch(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.services import free_port
+    from newsletter.settings import settings
+
+    make_subscriber(), make_subscriber()
+    monkeypatch.setattr(settings, "smtp_host", "127.0.0.1")
+    monkeypatch.setattr(settings, "smtp_port", free_port())  # nobody listens
+    plan(session, approved_issue.id)
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert outcome.counts == {"deferred": 2}
+    assert {r.status for r in rows(session, approved_issue.id)} == {DeliveryStatus.pending}
+
+
+def test_batch_of_a_paused_issue_sends_nothing(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer,
+) -> None:
+    make_subscriber()
+    plan(session, approved_issue.id)
+    assert delivery.pause_send(session=session, issue_id=approved_issue.id)
+    session.commit()
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert smtp_server.messages == []
+    assert rows(session, approved_issue.id)[0].status == DeliveryStatus.pending
+
+
+def test_cancel_turns_pending_rows_cancelled(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+) -> None:
+    make_subscriber(), make_subscriber()
+    plan(session, approved_issue.id)
+
+    assert delivery.cancel_send(session=session, issue_id=approved_issue.id) == 2
+    session.commit()
+
+    assert counts(approved_issue.id)["cancelled"] == 2
+    assert issue_status(session, approved_issue.id) == IssueStatus.cancelled
+
+
+def test_sweep_returns_expired_leases_and_leaves_sent_rows_alone(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    redis_url: str,
+) -> None:
+    make_subscriber(), make_subscriber()
+    plan(session, approved_issue.id)
+    token, _ = delivery.claim(session=session, issue_id=approved_issue.id, batch=1)
+    first, second = rows(session, approved_issue.id)
+    session.execute(update(Delivery).where(Delivery.id == first.id).values(
+        status=DeliveryStatus.sent, message_id="<x@y>"))
+    session.commit()
+
+    later = utcnow() + timedelta(seconds=3600)
+    assert delivery.sweep_expired_leases(session=session, now=later) == 1
+    session.commit()
+
+    first, second = rows(session, approved_issue.id)
+    assert (first.status, second.status) == (DeliveryStatus.sent, DeliveryStatus.pending)
+    assert second.claim_token == "" and token
+
+
+def test_sweep_leaves_live_leases_alone(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+) -> None:
+    make_subscriber()
+    plan(session, approved_issue.id)
+    delivery.claim(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert delivery.sweep_expired_leases(session=session) == 0
+    assert rows(session, approved_issue.id)[0].status == DeliveryStatus.sending
+
+
+# --- through a real Celery worker ------------------------------------------------------
+
+
+def test_send_through_a_worker_delivers_one_message_per_confirmed_subscriber(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer, celery_workers: WorkerFactory,
+) -> None:
+    readers = [make_subscriber(topics=["fintech"]) for _ in range(5)]
+    make_subscriber(confirmed=False)
+    celery_workers.start()
+
+    delivery.start_send(issue_id=approved_issue.id)
+
+    wait_until(lambda: done(approved_issue.id), message=celery_workers.logs)
+    assert sorted(smtp_server.recipients()) == sorted(r.email for r in readers)
+    assert counts(approved_issue.id)["sent"] == 5
+    session.expire_all()
+    assert issue_status(session, approved_issue.id) == IssueStatus.sent
+
+
+def test_enqueueing_every_batch_twice_sends_nobody_twice(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer, celery_workers: WorkerFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.settings import settings
+
+    monkeypatch.setattr(settings, "send_batch_size", 3)
+    readers = [make_subscriber() for _ in range(9)]
+    plan(session, approved_issue.id)
+    delivery.enqueue_batches(approved_issue.id)
+    delivery.enqueue_batches(approved_issue.id)
+    celery_workers.start(concurrency=2)
+
+    wait_until(lambda: done(approved_issue.id), message=celery_workers.logs)
+    time.sleep(1)  # let any duplicate task run, so a double send would show
+    assert Counter(smtp_server.recipients()) == Counter(r.email for r in readers)
+
+
+def test_worker_killed_mid_batch_loses_nobody_and_sends_nobody_twice(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    slow_smtp_server: SMTPTestServer, celery_workers: WorkerFactory,
+) -> None:
+    readers = [make_subscriber() for _ in range(8)]
+    plan(session, approved_issue.id)
+    victim = celery_workers.start(SEND_LEASE_SECONDS="10")
+    delivery.enqueue_batches(approved_issue.id)
+
+    # Kill while the worker waits on the server for message 4: 3 are sent and recorded.
+    wait_until(lambda: counts(approved_issue.id)["sent"] >= 3, message=celery_workers.logs)
+    celery_workers.kill(victim)
+    assert counts(approved_issue.id)["sending"] > 0
+
+    slow_smtp_server.delay = 0  # type: ignore[attr-defined]
+    celery_workers.start()
+    with db.session_scope() as s:  # what beat does every minute, once the lease is over
+        delivery.sweep_expired_leases(session=s, now=utcnow() + timedelta(seconds=11))
+
+    wait_until(lambda: done(approved_issue.id), message=celery_workers.logs)
+    assert Counter(slow_smtp_server.recipients()) == Counter(r.email for r in readers)
+
+
+def test_4xx_is_retried_by_the_worker_and_then_delivered(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer, celery_workers: WorkerFactory,
+) -> None:
+    busy = make_subscriber(email="busy@example.org")
+    smtp_server.fail_next(busy.email, "451 4.3.0 mailbox busy", times=2)
+    celery_workers.start()
+
+    delivery.start_send(issue_id=approved_issue.id)
+
+    wait_until(lambda: counts(approved_issue.id)["sent"] == 1, timeout=30,
+               message=celery_workers.logs)
+    assert smtp_server.rcpt_attempts == [busy.email] * 3
+    assert smtp_server.recipients() == [busy.email]
+    [row] = rows(session, approved_issue.id)
+    assert row.attempts == 3
+
+
+def test_beat_firing_twice_sends_the_due_issue_once(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber], smtp_server: SMTPTestServer,
+    celery_workers: WorkerFactory,
+) -> None:
+    from workers.celery_app import producer
+    from workers.tasks import send_due_issues
+
+    readers = [make_subscriber() for _ in range(3)]
+    issue = make_issue(items=ITEMS, status=IssueStatus.scheduled)
+    issue.scheduled_for = utcnow() - timedelta(minutes=1)
+    session.add(issue)
+    session.commit()
+    celery_workers.start(concurrency=2)
+
+    with producer() as prod:
+        send_due_issues.apply_async(producer=prod)
+        send_due_issues.apply_async(producer=prod)
+
+    wait_until(lambda: counts(issue.id)["sent"] == 3, message=celery_workers.logs)
+    time.sleep(1)
+    assert Counter(smtp_server.recipients()) == Counter(r.email for r in readers)

@@ -1,0 +1,92 @@
+"""The Celery app: Redis broker, late acks, one task at a time per process.
+
+Tasks carry only IDs and are safe to run twice: the delivery ledger, not the broker,
+decides what gets sent (see newsletter/delivery.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready
+from kombu import Exchange, Queue
+
+from newsletter.settings import settings
+
+DEFAULT_QUEUE = "roundup"
+BULK_QUEUE = "roundup.bulk"  # newsletter batches, so transactional mail never waits behind them
+
+
+def _includes() -> list[str]:
+    # workers.signup_tasks is written by the web engineer; tolerate its absence.
+    modules = ["workers.tasks", "workers.signup_tasks"]
+    return [m for m in modules if importlib.util.find_spec(m) is not None]
+
+
+app = Celery(
+    "roundup", broker=settings.redis_url or "redis://127.0.0.1:6379/0", include=_includes()
+)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    # Unacked tasks come back after this long; it must exceed the longest retry
+    # countdown (10 minutes) or Redis would redeliver ETA tasks early.
+    broker_transport_options={"visibility_timeout": 3600},
+    broker_connection_retry_on_startup=True,
+    task_default_queue=DEFAULT_QUEUE,
+    task_queues=[
+        Queue(DEFAULT_QUEUE, Exchange(DEFAULT_QUEUE), routing_key=DEFAULT_QUEUE),
+        Queue(BULK_QUEUE, Exchange(BULK_QUEUE), routing_key=BULK_QUEUE),
+    ],
+    task_routes={"workers.tasks.send_batch": {"queue": BULK_QUEUE, "routing_key": BULK_QUEUE}},
+    worker_max_memory_per_child=400_000,  # KiB: a leak cannot grow a worker forever
+    timezone="UTC",
+    enable_utc=True,
+)
+
+# The beat schedule lives with the code it runs.
+from workers.beat import BEAT_SCHEDULE  # noqa: E402
+
+app.conf.beat_schedule = BEAT_SCHEDULE
+
+
+@worker_process_init.connect
+def _fresh_db_connections(**_: Any) -> None:
+    # A forked pool process must not reuse the parent's DB sockets.
+    from newsletter import db
+
+    db.reset_engine()
+
+
+@worker_ready.connect
+def _touch_ready_file(**_: Any) -> None:
+    # newsletter.services.worker_process waits for this file.
+    path = os.environ.get("ROUNDUP_WORKER_READY_FILE")
+    if path:
+        Path(path).touch()
+
+
+@contextlib.contextmanager
+def producer(url: str | None = None) -> Iterator[Any]:
+    """A producer on `url` (default: the current settings.redis_url), queues declared.
+
+    The web app and CLI may point settings at a Redis chosen after this module was
+    imported (a private server), so publishers pass the URL explicitly.
+    """
+    with app.connection_for_write(url or settings.redis_url or app.conf.broker_url) as conn:
+        channel = conn.default_channel
+        for queue in app.amqp.queues.values():
+            queue.bind(channel).declare()
+        with app.amqp.Producer(conn) as prod:
+            yield prod
