@@ -25,10 +25,12 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.mail",
     "tests.fixtures.web",
+    "tests.fixtures.editor",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
+TEST_SECRET = "roundup-test-secret-0123456789abcdef0123456789"  # noqa: S105
 
 
 def _backends() -> list[str]:
@@ -88,6 +90,8 @@ def app_settings(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(settings, "database_url", database_url)
     monkeypatch.setattr(settings, "data_dir", tmp_path / "var")
     monkeypatch.setattr(settings, "environment", "test")
+    monkeypatch.setattr(settings, "secret_key", TEST_SECRET)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("ENVIRONMENT", "test")

@@ -1,9 +1,92 @@
-"""CLI commands (filled in by their owner)."""
+"""`newsletter stats` and `newsletter web`."""
 
 from __future__ import annotations
 
 import typer
+from rich.table import Table
+
+from newsletter.cli.common import cli_session, console, fail, print_json
+
+
+def _hours(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value < 1:
+        return f"{value * 60:.0f} min"
+    if value < 48:
+        return f"{value:.1f} h"
+    return f"{value / 24:.1f} days"
+
+
+def stats(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Sign-ups and unsubscribes per week, confirmation rate, time to confirm, topics."""
+    from newsletter.stats import bar, signup_stats
+
+    with cli_session() as session:
+        result = signup_stats(session=session)
+    if as_json:
+        print_json(result.to_dict())
+        return
+
+    weeks = Table(title="Sign-ups and unsubscribes per week", title_justify="left")
+    weeks.add_column("Week")
+    weeks.add_column("Starts")
+    weeks.add_column("Sign-ups", justify="right")
+    weeks.add_column("", style="green", no_wrap=True)
+    weeks.add_column("Unsubscribes", justify="right")
+    weeks.add_column("", style="red", no_wrap=True)
+    top = max([max(w.signups, w.unsubscribes) for w in result.weeks] or [0])
+    for w in result.weeks:
+        weeks.add_row(w.week, w.week_start, str(w.signups), bar(w.signups, top, 16),
+                      str(w.unsubscribes), bar(w.unsubscribes, top, 16))
+    if not result.weeks:
+        weeks.add_row("(no sign-ups yet)", "", "", "", "", "")
+    console.print(weeks)
+
+    rate = ("–" if result.confirmation_rate is None
+            else f"{result.confirmation_rate:.0%}")
+    summary = Table(show_header=False, title="Confirmation", title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_row("Sign-ups (all time)", str(result.signups))
+    summary.add_row("Confirmation rate", rate)
+    summary.add_row("Median time to confirm", _hours(result.median_time_to_confirm_hours))
+    summary.add_row("Active subscribers", str(result.active_subscribers))
+    console.print(summary)
+
+    topics = Table(title="Active subscribers per topic", title_justify="left")
+    topics.add_column("Topic")
+    topics.add_column("Subscribers", justify="right")
+    topics.add_column("", style="cyan", no_wrap=True)
+    most = max([t.subscribers for t in result.topics] or [0])
+    for t in sorted(result.topics, key=lambda t: (-t.subscribers, t.name)):
+        topics.add_row(t.name, str(t.subscribers), bar(t.subscribers, most))
+    console.print(topics)
+
+
+def web(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
+) -> None:
+    """Serve the subscriber pages, the JSON API and the editors' console with uvicorn."""
+    import uvicorn
+
+    from newsletter.cli.common import ensure_database
+    from newsletter.web.security import InsecureSecretError, check_secret
+
+    try:
+        check_secret()
+    except InsecureSecretError as exc:
+        fail(str(exc))
+    ensure_database()
+    uvicorn.run("newsletter.web.app:app", host=host, port=port, workers=workers,
+                proxy_headers=True, server_header=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("stats")(stats)
+    app.command("web")(web)

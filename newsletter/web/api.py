@@ -1,0 +1,125 @@
+"""The JSON API (its OpenAPI schema is served at /openapi.json) and the health check."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from newsletter import db, signup
+from newsletter.models import TopicPublic
+from newsletter.settings import settings
+from newsletter.signup import SignupInvalid, SignupOutcome
+from newsletter.web import forms
+from newsletter.web.public import db_session, dispatch_confirmation
+from newsletter.web.security import client_ip
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+ACCEPTED_MESSAGE = (
+    "If this address can be subscribed, a confirmation email is on its way. "
+    "The subscription starts once the link in it is followed."
+)
+
+
+class SubscribeIn(BaseModel):
+    """A sign-up. Only `email` is required; topics are slugs from GET /api/topics."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"email": "ana@example.org", "name": "Ana",
+                                         "topics": ["science"], "timezone": "Europe/Paris"}]},
+    )
+
+    email: str = Field(max_length=320)
+    name: str = Field(default="", max_length=200)
+    topics: list[str] = Field(default_factory=list, max_length=100)
+    timezone: str = Field(default="UTC", max_length=64)
+    only_my_topics: bool = False
+    referrer: str = Field(default="", max_length=2000)
+    utm_source: str = Field(default="", max_length=300)
+    utm_medium: str = Field(default="", max_length=300)
+    utm_campaign: str = Field(default="", max_length=300)
+    utm_term: str = Field(default="", max_length=300)
+    utm_content: str = Field(default="", max_length=300)
+
+
+class Accepted(BaseModel):
+    """The same answer for new and already known addresses."""
+
+    status: str = "accepted"
+    message: str = ACCEPTED_MESSAGE
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+
+
+@router.post(
+    "/api/subscribers",
+    status_code=202,
+    response_model=Accepted,
+    tags=["subscribers"],
+    summary="Sign up (double opt-in)",
+    responses={422: {"description": "Invalid email, name, topics or time zone"},
+               429: {"model": Problem, "description": "Too many sign-ups from this IP"}},
+)
+def create_subscriber(body: SubscribeIn, request: Request) -> JSONResponse | Accepted:
+    """Start a subscription: a confirmation email is sent and nothing is delivered until
+    its link is followed. Answers 202 with the same body whether the address is new or
+    already known, so the API cannot be used to find out who is subscribed."""
+    limiter = request.app.state.rate_limiter
+    if not limiter.hit(f"signup:{client_ip(request)}", limit=settings.signup_rate_per_minute):
+        return JSONResponse({"detail": "Too many sign-ups; try again in a minute."},
+                            status_code=429, headers={"Retry-After": "60"})
+    with db_session() as session:
+        try:
+            clean = signup.validate_signup(
+                session=session, email=body.email, name=body.name, topics=body.topics,
+                timezone=body.timezone, only_my_topics=body.only_my_topics)
+        except SignupInvalid as exc:
+            return JSONResponse(status_code=422, content={"detail": [
+                {"loc": ["body", key], "msg": msg, "type": "value_error"}
+                for key, msg in exc.errors.items()]})
+        try:
+            outcome = signup.sign_up(session=session, signup=clean, source="api",
+                                     source_data=signup.tracking_data(body.model_dump()))
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            outcome = SignupOutcome(subscriber_id=None)
+    dispatch_confirmation(request, outcome)
+    return Accepted()
+
+
+@router.get("/api/topics", response_model=list[TopicPublic], tags=["topics"],
+            summary="The topics subscribers can follow")
+def list_topics() -> list[TopicPublic]:
+    with db_session() as session:
+        return [TopicPublic.model_validate(t, from_attributes=True)
+                for t in forms.all_topics(session)]
+
+
+@router.get("/healthz", response_model=Health, tags=["health"],
+            responses={503: {"model": Health}})
+def healthz() -> JSONResponse | Health:
+    """200 when the database answers, 503 otherwise."""
+    try:
+        with Session(db.get_engine()) as session:
+            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    except Exception as exc:
+        log.warning("health check: database unavailable: %s", exc)
+        return JSONResponse({"status": "unavailable", "database": "unreachable"},
+                            status_code=503)
+    return Health(status="ok", database="ok")

@@ -1,0 +1,239 @@
+"""Preview an issue as a subscriber or a set of topics, run the checks, test-send, approve."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData, QueryParams
+
+from newsletter.checks import (
+    Audience,
+    Reader,
+    audiences,
+    compose_for,
+    readers,
+    render_preview,
+    run_checks,
+)
+from newsletter.composer import load_issue
+from newsletter.editorial import ApprovalRefused, EditorialError, approve_issue, unapprove_issue
+from newsletter.models import Issue
+from newsletter.render import Recipient
+from newsletter.subscribers import SubscriberError, followed_topics, get_by_email, normalise_email
+from newsletter.web import forms
+from newsletter.web.editor.issues import not_found
+from newsletter.web.editor.routing import db_session, form_of, page, redirect, router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Selection:
+    """Who the editor previews as: a subscriber (by email) or a set of topics."""
+
+    email: str = ""
+    topics: list[str] = field(default_factory=list)
+    only_my_topics: bool = False
+    error: str = ""
+    reader: Reader = field(default_factory=lambda: Reader(0, "preview@roundup.invalid"))
+
+    def query(self) -> str:
+        pairs: list[tuple[str, str]] = []
+        if self.email:
+            pairs.append(("email", self.email))
+        else:
+            pairs += [("topics", t) for t in self.topics]
+            if self.only_my_topics:
+                pairs.append(("only", "1"))
+        return urlencode(pairs)
+
+
+def _values(source: QueryParams | FormData) -> tuple[str, list[str], bool]:
+    email = str(source.get("email") or "").strip()[:320]
+    topics = [str(t)[:64] for t in source.getlist("topics")][:50]
+    only = str(source.get("only") or "") not in ("", "0", "off")
+    return email, topics, only
+
+
+def selection(session: Any, source: QueryParams | FormData) -> Selection:
+    email, topics, only = _values(source)
+    known = {t.slug for t in forms.all_topics(session)}
+    if email:
+        sub = get_by_email(session=session, email=email)
+        if sub is not None and sub.id is not None:
+            followed = tuple(sorted(followed_topics(session=session, subscriber_id=sub.id)))
+            return Selection(email=sub.email, topics=list(followed),
+                             only_my_topics=sub.only_my_topics,
+                             reader=Reader(sub.id, sub.email, sub.name, followed,
+                                           sub.only_my_topics))
+        error = f"No subscriber with the address {email!r}; showing the topics below instead."
+    else:
+        error = ""
+    unknown = [t for t in topics if t not in known]
+    if unknown:
+        error = f"Unknown topic {unknown[0]!r} ignored."
+    clean = tuple(sorted(t for t in dict.fromkeys(topics) if t in known))
+    return Selection(topics=list(clean), only_my_topics=only, error=error,
+                     reader=Reader(0, "preview@roundup.invalid", "", clean, only))
+
+
+def _audience_of(groups: list[Audience], key: str) -> Audience | None:
+    return next((a for a in groups if a.key == key), None)
+
+
+def preview_page(request: Request, issue_id: int, *, notice: str = "", error: str = "",
+                 test_to: str = "", status_code: int = 200) -> Response:
+    with db_session() as session:
+        if session.get(Issue, issue_id) is None:
+            return not_found(request)
+        issue_row = session.get(Issue, issue_id)
+        source = form_of(request) if request.method == "POST" else request.query_params
+        sel = selection(session, source)
+        issue = load_issue(session=session, issue_id=issue_id)
+        people = readers(session=session)
+        topics = forms.all_topics(session)
+    groups = audiences(issue=issue, people=people)
+    composition = compose_for(issue, sel.reader)
+    rendered = render_preview(issue, composition, sel.reader) if composition else None
+    same = _audience_of(groups, composition.key if composition else "nothing")
+    versions = [
+        {"count": a.count, "sample": a.readers[0], "nothing": a.composition is None,
+         "items": len(a.composition.items) if a.composition else 0,
+         "query": Selection(topics=list(a.readers[0].followed),
+                            only_my_topics=a.readers[0].only_my_topics).query(),
+         "current": a.key == (composition.key if composition else "nothing")}
+        for a in groups
+    ]
+    return page(request, "preview.html", {
+        "issue": issue_row, "sel": sel, "composition": composition, "rendered": rendered,
+        "same_count": same.count if same else 0, "versions": versions,
+        "total_readers": len(people), "topics": topics, "topic_names": issue.topic_names,
+        "frame_url": f"/editor/issues/{issue_id}/preview/frame?{sel.query()}",
+        "notice": notice, "error": error or sel.error, "test_to": test_to, "nav": "issues",
+    }, status_code=status_code)
+
+
+@router.get("/issues/{issue_id:int}/preview")
+def preview(request: Request, issue_id: int) -> Response:
+    return preview_page(request, issue_id, notice=request.query_params.get("sent", "") and
+                        f"Test email sent to {request.query_params.get('sent', '')[:320]}.")
+
+
+@router.get("/issues/{issue_id:int}/preview/frame")
+def preview_frame(request: Request, issue_id: int) -> Response:
+    """The email's HTML alone, for the sandboxed iframes of the preview page."""
+    with db_session() as session:
+        if session.get(Issue, issue_id) is None:
+            return not_found(request)
+        sel = selection(session, request.query_params)
+        issue = load_issue(session=session, issue_id=issue_id)
+    composition = compose_for(issue, sel.reader)
+    if composition is None:
+        body = ("<!doctype html><p>This reader follows none of this issue's topics and "
+                "chose “only my topics”: they get no email this week.</p>")
+        return HTMLResponse(body, headers={"cache-control": "no-store"})
+    rendered = render_preview(issue, composition, sel.reader)
+    return HTMLResponse(rendered.html, headers={"cache-control": "no-store"})
+
+
+@router.post("/issues/{issue_id:int}/test-send")
+def test_send(request: Request, issue_id: int) -> Response:
+    form = form_of(request)
+    raw_to = forms.text(form, "to")
+    try:
+        to = normalise_email(raw_to)
+    except SubscriberError as exc:
+        return preview_page(request, issue_id, error=f"Test send: {exc}", test_to=raw_to,
+                            status_code=400)
+    with db_session() as session:
+        if session.get(Issue, issue_id) is None:
+            return not_found(request)
+        sel = selection(session, form)
+        issue = load_issue(session=session, issue_id=issue_id)
+    composition = compose_for(issue, sel.reader)
+    if composition is None:
+        return preview_page(request, issue_id, test_to=to, status_code=400,
+                            error="This reader gets no email this week, so there is nothing "
+                                  "to test-send. Preview another reader or topic set.")
+    try:
+        send_test(issue, composition, sel.reader, to)
+    except Exception as exc:  # the SMTP server's answer is what the editor needs to see
+        log.exception("test send of issue %s to %s failed", issue_id, to)
+        return preview_page(request, issue_id, test_to=to, status_code=502,
+                            error=f"The test email could not be sent: {exc}")
+    return redirect(f"/editor/issues/{issue_id}/preview?{sel.query()}&"
+                    + urlencode({"sent": to}))
+
+
+def send_test(issue: Any, composition: Any, reader: Reader, to: str) -> None:
+    """Render with test=True ([TEST] subject and banner) and send through the mail pipeline.
+
+    The message carries subscriber id 0: its unsubscribe and manage links must not act
+    on the real subscriber whose version is being tested.
+    """
+    from newsletter.delivery import send_one
+    from newsletter.message import MessageFactory
+    from newsletter.render import render_digest
+
+    digest = render_digest(issue, composition, test=True)
+    message = MessageFactory(digest=digest, issue_id=issue.id).build(
+        Recipient(subscriber_id=0, email=to, name=reader.name)
+    )
+    send_one(message)
+
+
+# --- checks and approval ---------------------------------------------------------------
+
+
+def checks_page(request: Request, issue_id: int, *, error: str = "",
+                status_code: int = 200) -> Response:
+    with db_session() as session:
+        issue = session.get(Issue, issue_id)
+        if issue is None:
+            return not_found(request)
+        report = run_checks(session=session, issue_id=issue_id)
+    return page(request, "checks.html", {"issue": issue, "report": report, "error": error,
+                                         "nav": "issues"}, status_code=status_code)
+
+
+@router.get("/issues/{issue_id:int}/checks")
+def checks(request: Request, issue_id: int) -> Response:
+    return checks_page(request, issue_id)
+
+
+@router.post("/issues/{issue_id:int}/approve")
+def approve(request: Request, issue_id: int) -> Response:
+    with db_session() as session:
+        if session.get(Issue, issue_id) is None:
+            return not_found(request)
+        try:
+            approve_issue(session=session, issue_id=issue_id)
+            session.commit()
+        except ApprovalRefused as exc:
+            session.rollback()
+            names = ", ".join(getattr(f, "title", "") for f in exc.failures)
+            return checks_page(request, issue_id, status_code=400,
+                               error=f"Approval refused: fix the failing checks first ({names}).")
+        except EditorialError as exc:
+            session.rollback()
+            return checks_page(request, issue_id, error=str(exc), status_code=400)
+    return redirect(f"/editor/issues/{issue_id}/send")
+
+
+@router.post("/issues/{issue_id:int}/unapprove")
+def unapprove(request: Request, issue_id: int) -> Response:
+    with db_session() as session:
+        if session.get(Issue, issue_id) is None:
+            return not_found(request)
+        try:
+            unapprove_issue(session=session, issue_id=issue_id)
+            session.commit()
+        except EditorialError as exc:
+            session.rollback()
+            return checks_page(request, issue_id, error=str(exc), status_code=400)
+    return redirect(f"/editor/issues/{issue_id}")

@@ -1,0 +1,450 @@
+"""Subscriber pages: sign-up (and its embeddable twin), confirm, preference centre,
+unsubscribe (with RFC 8058 one-click).
+
+Handlers are async only to read the form; database work runs in the thread pool.
+A GET never changes anything: every change is a POST carrying a CSRF token, except
+the one-click unsubscribe POST that mail providers send without cookies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from newsletter import db, signup, tokens
+from newsletter import subscribers as subs
+from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.settings import settings
+from newsletter.signup import TRACKING_KEYS, SignupInvalid, SignupOutcome
+from newsletter.web import forms
+from newsletter.web.security import client_ip, csrf_valid, honeypot_filled
+from newsletter.web.templating import render
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+
+CONFIRM_MAX_AGE = int(timedelta(days=7).total_seconds())
+ERASED_SUFFIX = "@erased.invalid"
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    with Session(db.get_engine(), expire_on_commit=False) as session:
+        yield session
+
+
+# --- sending the confirmation email ----------------------------------------------------
+
+
+def enqueue_confirmation(subscriber_id: int) -> None:
+    """Queue the confirmation email on the Celery broker (fails fast if it is down)."""
+    from workers.celery_app import producer
+    from workers.signup_tasks import send_confirmation_email
+
+    with producer() as prod:
+        send_confirmation_email.apply_async(args=[subscriber_id], producer=prod, retry=False)
+
+
+def dispatch_confirmation(request: Request, outcome: SignupOutcome) -> None:
+    """After the commit: queue the email, or release the cooldown claim if we can't."""
+    if outcome.subscriber_id is None or outcome.claimed_at is None:
+        return
+    send: Callable[[int], None] = request.app.state.send_confirmation
+    try:
+        send(outcome.subscriber_id)
+    except Exception:
+        # The sign-up is kept; releasing the claim lets the person simply try again.
+        log.exception("could not queue the confirmation email for subscriber %s",
+                      outcome.subscriber_id)
+        with db_session() as session:
+            signup.release_confirmation(session=session, outcome=outcome)
+            session.commit()
+
+
+def rate_limited(request: Request) -> Response | None:
+    limiter = request.app.state.rate_limiter
+    if limiter.hit(f"signup:{client_ip(request)}", limit=settings.signup_rate_per_minute):
+        return None
+    return render(request, "error.html",
+                  {"title": "Too many requests",
+                   "message": "Too many sign-ups from your network in the last minute. "
+                              "Please wait a minute and try again."},
+                  status_code=429, headers={"Retry-After": "60"})
+
+
+# --- sign-up ----------------------------------------------------------------------------
+
+
+def _tracking_from_request(request: Request) -> dict[str, str]:
+    values: dict[str, Any] = {k: request.query_params.get(k, "") for k in TRACKING_KEYS}
+    values["referrer"] = request.query_params.get("referrer") or request.headers.get("referer", "")
+    return signup.tracking_data(values)
+
+
+def _signup_page(request: Request, template: str, form: forms.SignupForm,
+                 errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    with db_session() as session:
+        topics = forms.all_topics(session)
+    return render(request, template, {
+        "form": form, "topics": topics, "timezones": forms.timezones(),
+        "errors": errors or {}, "action": request.url.path,
+    }, status_code=status_code)
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/subscribe", status_code=303)
+
+
+@router.get("/subscribe")
+def subscribe_page(request: Request) -> Response:
+    return _signup_page(request, "subscribe.html",
+                        forms.SignupForm(tracking=_tracking_from_request(request)))
+
+
+@router.post("/subscribe")
+async def subscribe_submit(request: Request) -> Response:
+    return await _handle_signup(request, template="subscribe.html", source="form")
+
+
+@router.get("/subscribe/embed")
+def embed_page(request: Request) -> Response:
+    base = settings.base_url.rstrip("/")
+    snippet = (
+        f'<iframe src="{base}/subscribe/embed/form" title="Subscribe to '
+        f'{settings.mail_from_name}" style="width:100%;max-width:480px;height:720px;'
+        'border:0" loading="lazy"></iframe>'
+    )
+    return render(request, "embed.html", {"snippet": snippet,
+                                          "form_url": f"{base}/subscribe/embed/form"})
+
+
+@router.get("/subscribe/embed/form")
+def embed_form(request: Request) -> Response:
+    return _signup_page(request, "embed_form.html",
+                        forms.SignupForm(tracking=_tracking_from_request(request)))
+
+
+@router.post("/subscribe/embed/form")
+async def embed_form_submit(request: Request) -> Response:
+    return await _handle_signup(request, template="embed_form.html", source="embed")
+
+
+async def _handle_signup(request: Request, *, template: str, source: str) -> Response:
+    limited = rate_limited(request)
+    if limited is not None:
+        return limited
+    raw = await forms.read_form(request)
+    form = forms.signup_form(raw)
+    if not csrf_valid(request, raw):
+        return await run_in_threadpool(
+            _signup_page, request, template, form,
+            {"form": "This form expired or was sent from another site. "
+                     "Please check your details and submit it again."}, 400)
+    if honeypot_filled(raw):
+        # Looks like success to the bot; nothing is stored or sent.
+        return render(request, _done_template(template), {"email": ""})
+    return await run_in_threadpool(_signup_sync, request, template, source, form)
+
+
+def _done_template(template: str) -> str:
+    return "embed_done.html" if template.startswith("embed") else "subscribe_done.html"
+
+
+def _signup_sync(request: Request, template: str, source: str,
+                 form: forms.SignupForm) -> Response:
+    with db_session() as session:
+        errors: dict[str, str] = {}
+        try:
+            clean = signup.validate_signup(
+                session=session, email=form.email, name=form.name, topics=form.topics,
+                timezone=form.timezone, only_my_topics=form.only_my_topics)
+        except SignupInvalid as exc:
+            errors = exc.errors
+        if not form.consent:
+            errors["consent"] = "Please tick the box to agree to receive the newsletter."
+        if errors:
+            return _signup_page(request, template, form, errors, 422)
+        try:
+            outcome = signup.sign_up(session=session, signup=clean, source=source,
+                                     source_data=signup.tracking_data(form.tracking))
+            session.commit()
+        except IntegrityError:
+            # The same new address submitted twice at once: the other request won.
+            session.rollback()
+            outcome = SignupOutcome(subscriber_id=None)
+    dispatch_confirmation(request, outcome)
+    return render(request, _done_template(template), {"email": clean.email})
+
+
+# --- confirm -----------------------------------------------------------------------------
+
+
+def _link_invalid(request: Request) -> Response:
+    return render(request, "error.html", {
+        "title": "This link isn't valid",
+        "message": "The link may have expired or been copied incompletely. "
+                   "You can sign up again to get a fresh one.",
+        "show_subscribe": True,
+    }, status_code=404)
+
+
+def _read(purpose: str, token: str, max_age: int | None = None) -> int | None:
+    if len(token) > 512:
+        return None
+    try:
+        return tokens.read_token(purpose, token, max_age=max_age)
+    except tokens.BadToken:
+        return None
+
+
+def _live_subscriber(session: Session, subscriber_id: int | None) -> Subscriber | None:
+    if subscriber_id is None:
+        return None
+    sub = session.get(Subscriber, subscriber_id)
+    if sub is None or sub.email.endswith(ERASED_SUFFIX):
+        return None
+    return sub
+
+
+@router.get("/confirm/{token}")
+def confirm_page(request: Request, token: str) -> Response:
+    # A mail scanner following the link lands here; only the button's POST confirms.
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.CONFIRM, token, CONFIRM_MAX_AGE))
+        if sub is None:
+            return _link_invalid(request)
+        if sub.status == SubscriberStatus.confirmed:
+            return _confirmed_page(request, sub)
+    return render(request, "confirm.html", {"email": sub.email, "token": token})
+
+
+def _confirmed_page(request: Request, sub: Subscriber) -> Response:
+    assert sub.id is not None
+    return render(request, "confirmed.html", {
+        "email": sub.email, "manage_url": tokens.manage_url(sub.id),
+    })
+
+
+@router.post("/confirm/{token}")
+async def confirm_submit(request: Request, token: str) -> Response:
+    raw = await forms.read_form(request)
+    if not csrf_valid(request, raw):
+        return _form_expired(request, f"/confirm/{token}")
+    return await run_in_threadpool(_confirm_sync, request, token)
+
+
+def _confirm_sync(request: Request, token: str) -> Response:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.CONFIRM, token, CONFIRM_MAX_AGE))
+        if sub is None or sub.id is None:
+            return _link_invalid(request)
+        subs.confirm(session=session, subscriber_id=sub.id, source="form")
+        session.commit()
+        sub = session.get(Subscriber, sub.id)
+        assert sub is not None
+        if sub.status != SubscriberStatus.confirmed:
+            return _link_invalid(request)
+        return _confirmed_page(request, sub)
+
+
+def _form_expired(request: Request, back: str) -> Response:
+    return render(request, "error.html", {
+        "title": "Please try again",
+        "message": "This form expired or was sent from another site, so nothing was changed.",
+        "back": back,
+    }, status_code=400)
+
+
+# --- preference centre -----------------------------------------------------------------
+
+
+def _manage_page(request: Request, session: Session, sub: Subscriber, token: str, *,
+                 form: forms.PreferencesForm | None = None, errors: dict[str, str] | None = None,
+                 saved: bool = False, status_code: int = 200) -> Response:
+    assert sub.id is not None
+    if form is None:
+        form = forms.PreferencesForm(
+            name=sub.name, timezone=sub.timezone, only_my_topics=sub.only_my_topics,
+            paused=sub.paused,
+            topics=subs.followed_topics(session=session, subscriber_id=sub.id))
+    return render(request, "manage.html", {
+        "sub": sub, "form": form, "token": token, "topics": forms.all_topics(session),
+        "timezones": forms.timezones(), "errors": errors or {}, "saved": saved,
+    }, status_code=status_code)
+
+
+@router.get("/manage/{token}")
+def manage_page(request: Request, token: str) -> Response:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
+        if sub is None:
+            return _link_invalid(request)
+        return _manage_page(request, session, sub, token)
+
+
+@router.post("/manage/{token}")
+async def manage_submit(request: Request, token: str) -> Response:
+    raw = await forms.read_form(request)
+    if not csrf_valid(request, raw):
+        return _form_expired(request, f"/manage/{token}")
+    return await run_in_threadpool(_manage_sync, request, token, forms.preferences_form(raw))
+
+
+def _manage_sync(request: Request, token: str, form: forms.PreferencesForm) -> Response:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
+        if sub is None or sub.id is None:
+            return _link_invalid(request)
+        errors: dict[str, str] = {}
+        for key, check in (
+            ("name", lambda: subs.validate_name(form.name)),
+            ("timezone", lambda: subs.validate_timezone(form.timezone)),
+            ("topics", lambda: subs.validate_topics(session=session, slugs=form.topics)),
+        ):
+            try:
+                check()
+            except subs.SubscriberError as exc:
+                errors[exc.field or key] = str(exc)
+        if errors:
+            return _manage_page(request, session, sub, token, form=form, errors=errors,
+                                status_code=422)
+        subs.update_preferences(
+            session=session, subscriber_id=sub.id, source="manage", name=form.name,
+            timezone=form.timezone, only_my_topics=form.only_my_topics, paused=form.paused,
+            topics=form.topics)
+        session.commit()
+        sub = session.get(Subscriber, sub.id)
+        assert sub is not None
+        return _manage_page(request, session, sub, token, saved=True)
+
+
+@router.post("/manage/{token}/unsubscribe")
+async def manage_unsubscribe(request: Request, token: str) -> Response:
+    raw = await forms.read_form(request)
+    if not csrf_valid(request, raw):
+        return _form_expired(request, f"/manage/{token}")
+    return await run_in_threadpool(_manage_unsubscribe_sync, request, token)
+
+
+def _manage_unsubscribe_sync(request: Request, token: str) -> Response:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
+        if sub is None or sub.id is None:
+            return _link_invalid(request)
+        subs.unsubscribe(session=session, subscriber_id=sub.id, source="manage")
+        session.commit()
+        return render(request, "unsubscribed.html", {
+            "resubscribe_action": f"/unsubscribe/{tokens.make_token(tokens.UNSUBSCRIBE, sub.id)}"
+                                  "/resubscribe"})
+
+
+@router.post("/manage/{token}/export")
+async def manage_export(request: Request, token: str) -> Response:
+    raw = await forms.read_form(request)
+    if not csrf_valid(request, raw):
+        return _form_expired(request, f"/manage/{token}")
+    return await run_in_threadpool(_export_sync, request, token)
+
+
+def _export_sync(request: Request, token: str) -> Response:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
+        if sub is None or sub.id is None:
+            return _link_invalid(request)
+        data = signup.export_subscriber(session=session, subscriber_id=sub.id)
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="my-roundup-data.json"'},
+    )
+
+
+@router.post("/manage/{token}/delete")
+async def manage_delete(request: Request, token: str) -> Response:
+    raw = await forms.read_form(request)
+    if not csrf_valid(request, raw):
+        return _form_expired(request, f"/manage/{token}")
+    sure = forms.checked(raw, "sure")
+    return await run_in_threadpool(_delete_sync, request, token, sure)
+
+
+def _delete_sync(request: Request, token: str, sure: bool) -> Response:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
+        if sub is None or sub.id is None:
+            return _link_invalid(request)
+        if not sure:
+            return _manage_page(request, session, sub, token, status_code=422, errors={
+                "sure": "Tick the box to confirm you want everything deleted."})
+        signup.erase_subscriber(session=session, subscriber_id=sub.id, source="manage")
+        session.commit()
+    return render(request, "deleted.html")
+
+
+# --- unsubscribe ----------------------------------------------------------------------
+#
+# The page, its button and the one-click POST answer the same whatever the token:
+# a tampered or unknown token changes nothing and reveals nothing.
+
+
+@router.get("/unsubscribe/{token}")
+def unsubscribe_page(request: Request, token: str) -> Response:
+    return render(request, "unsubscribe.html", {"token": token})
+
+
+@router.post("/unsubscribe/{token}")
+async def unsubscribe_submit(request: Request, token: str) -> Response:
+    raw = await forms.read_form(request)
+    one_click = raw.get("List-Unsubscribe") == "One-Click"
+    if not one_click and not csrf_valid(request, raw):
+        return _form_expired(request, f"/unsubscribe/{token}")
+    source = "one-click" if one_click else "unsubscribe-page"
+    await run_in_threadpool(_unsubscribe_sync, token, source)
+    if one_click:
+        return Response("You are unsubscribed.\n", media_type="text/plain")
+    return render(request, "unsubscribed.html",
+                  {"resubscribe_action": f"/unsubscribe/{token}/resubscribe"})
+
+
+def _unsubscribe_sync(token: str, source: str) -> None:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.UNSUBSCRIBE, token))
+        if sub is None or sub.id is None:
+            return
+        subs.unsubscribe(session=session, subscriber_id=sub.id, source=source)
+        session.commit()
+
+
+@router.post("/unsubscribe/{token}/resubscribe")
+async def resubscribe_submit(request: Request, token: str) -> Response:
+    raw = await forms.read_form(request)
+    if not csrf_valid(request, raw):
+        return _form_expired(request, f"/unsubscribe/{token}")
+    limited = rate_limited(request)
+    if limited is not None:
+        return limited
+    await run_in_threadpool(_resubscribe_sync, request, token)
+    return render(request, "subscribe_done.html", {"email": "", "resubscribed": True})
+
+
+def _resubscribe_sync(request: Request, token: str) -> None:
+    with db_session() as session:
+        sub = _live_subscriber(session, _read(tokens.UNSUBSCRIBE, token))
+        if sub is None or sub.id is None:
+            return
+        outcome = signup.resubscribe(session=session, subscriber_id=sub.id,
+                                     source="unsubscribe-page")
+        session.commit()
+    dispatch_confirmation(request, outcome)
+

@@ -1,0 +1,317 @@
+"""Protections every page shares: CSRF tokens, the sign-up rate limit, the honeypot,
+a cap on request bodies, and security headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.datastructures import FormData
+from starlette.requests import Request
+
+from newsletter.settings import DEFAULT_SECRET, settings
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CSRF_COOKIE = "roundup_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_MAX_AGE = 2 * 24 * 3600  # a form left open over a weekend still submits
+HONEYPOT_FIELD = "website"  # hidden from people; bots fill in anything called "website"
+MAX_BODY_BYTES = 64 * 1024
+EMBED_FORM_PATH = "/subscribe/embed/form"
+
+
+class InsecureSecretError(RuntimeError):
+    """The app was asked to start outside development with the built-in secret."""
+
+
+def check_secret() -> None:
+    if settings.environment != "development" and settings.secret_key == DEFAULT_SECRET:
+        raise InsecureSecretError(
+            f"SECRET_KEY is the built-in development secret but ENVIRONMENT is "
+            f"{settings.environment!r}; set SECRET_KEY to a long random string "
+            "(or ENVIRONMENT=development on your own machine)"
+        )
+
+
+# --- CSRF: a signed double-submit token ---------------------------------------------
+#
+# The cookie holds a random value; forms carry that value signed with SECRET_KEY
+# (salt "csrf"). A POST must bring both and they must match: another site can make
+# a browser send our cookie but can neither read it nor forge the signature.
+
+
+def _csrf_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.secret_key, salt="csrf")
+
+
+def csrf_cookie_value(request: Request) -> str:
+    """This browser's CSRF value, minting one (set on the response by `render`) if new."""
+    existing = getattr(request.state, "csrf_value", None)
+    if existing:
+        return str(existing)
+    value = request.cookies.get(CSRF_COOKIE, "")
+    if not (16 <= len(value) <= 64) or not value.replace("-", "").replace("_", "").isalnum():
+        value = secrets.token_urlsafe(24)
+        request.state.csrf_new = True
+    request.state.csrf_value = value
+    return value
+
+
+def csrf_token(request: Request) -> str:
+    return str(_csrf_serializer().dumps(csrf_cookie_value(request)))
+
+
+def csrf_valid(request: Request, form: FormData) -> bool:
+    submitted = form.get(CSRF_FIELD)
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if not isinstance(submitted, str) or not cookie or len(submitted) > 512:
+        return False
+    try:
+        value = _csrf_serializer().loads(submitted, max_age=CSRF_MAX_AGE)
+    except BadSignature:
+        return False
+    return isinstance(value, str) and secrets.compare_digest(value, cookie)
+
+
+def set_csrf_cookie(request: Request, response: Any) -> None:
+    """Set the cookie when this request minted a new value."""
+    if not getattr(request.state, "csrf_new", False):
+        return
+    secure = settings.base_url.startswith("https://")
+    embedded = request.url.path == EMBED_FORM_PATH
+    # Inside another site's iframe a Lax cookie is never sent back; over HTTPS the
+    # embed form's cookie is SameSite=None (partitioned per embedding site).
+    response.set_cookie(
+        CSRF_COOKIE,
+        request.state.csrf_value,
+        max_age=CSRF_MAX_AGE,
+        httponly=True,
+        secure=secure,
+        samesite="none" if (embedded and secure) else "lax",
+        path="/",
+        partitioned=bool(embedded and secure),
+    )
+    request.state.csrf_new = False
+
+
+def honeypot_filled(form: FormData) -> bool:
+    value = form.get(HONEYPOT_FIELD)
+    return isinstance(value, str) and value.strip() != ""
+
+
+# --- Rate limit --------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Fixed one-minute windows per key, counted in Redis when reachable, else in memory.
+
+    Redis makes the limit hold across uvicorn workers; if Redis goes away the limit
+    still holds per process rather than failing open or failing the request.
+    """
+
+    def __init__(self, *, redis_url: str = "", prefix: str = "roundup:rl") -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self._client: Any = None
+        self._redis_down_until = 0.0
+        self._lock = threading.Lock()
+        self._memory: dict[tuple[str, int], int] = {}
+
+    def hit(self, key: str, *, limit: int, now: float | None = None) -> bool:
+        """Count one request for `key`; False when it is over `limit` this minute."""
+        now = time.time() if now is None else now
+        window = int(now // 60)
+        count = self._redis_hit(key, window)
+        if count is None:
+            count = self._memory_hit(key, window)
+        return count <= limit
+
+    def _redis_hit(self, key: str, window: int) -> int | None:
+        if not self.redis_url or time.monotonic() < self._redis_down_until:
+            return None
+        try:
+            import redis
+
+            if self._client is None:
+                self._client = redis.Redis.from_url(
+                    self.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
+                )
+            name = f"{self.prefix}:{key}:{window}"
+            pipe = self._client.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, 120)
+            count, _ = pipe.execute()
+            return int(count)
+        except Exception as exc:  # any Redis trouble: fall back, don't fail the sign-up
+            log.warning("rate limit: Redis unavailable (%s); counting in memory", exc)
+            self._redis_down_until = time.monotonic() + 30
+            self._client = None
+            return None
+
+    def _memory_hit(self, key: str, window: int) -> int:
+        with self._lock:
+            for old in [k for k in self._memory if k[1] < window]:
+                del self._memory[old]
+            count = self._memory.get((key, window), 0) + 1
+            self._memory[(key, window)] = count
+            return count
+
+
+def client_ip(request: Request) -> str:
+    # Behind a proxy run uvicorn with --proxy-headers so this is the real client.
+    return request.client.host if request.client else "unknown"
+
+
+# --- ASGI middleware: body cap and headers -------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _plain(status: int, body: bytes) -> tuple[Message, Message]:
+    return (
+        {"type": "http.response.start", "status": status,
+         "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                     (b"content-length", str(len(body)).encode())]},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+class SecurityMiddleware:
+    """Caps request bodies (413), mints a CSP nonce, adds security headers."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        nonce = secrets.token_urlsafe(16)
+        scope.setdefault("state", {})["csp_nonce"] = nonce
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_body
+            except ValueError:
+                too_big = True  # unparseable length: refuse rather than guess
+            if too_big:
+                await _send_413(send, scope, nonce)
+                return
+
+        received = 0
+        started = False
+        exceeded = False
+
+        async def capped_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    exceeded = True
+                    raise BodyTooLarge
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                # Frameworks may turn our exception into their own error response
+                # (FastAPI answers 400); whatever they send, the answer is 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _send_413(send, scope, nonce)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                message = _with_headers(message, scope, nonce)
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, send_with_headers)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _send_413(send, scope, nonce)
+
+
+async def _send_413(send: Send, scope: Scope, nonce: str) -> None:
+    start, body = _plain(413, b"Request body too large (64 KB at most).\n")
+    await send(_with_headers(start, scope, nonce))
+    await send(body)
+
+
+def is_email_preview(path: str) -> bool:
+    """The editors' preview iframe: an email's own HTML, framed only by our pages."""
+    return path.startswith("/editor/issues/") and path.endswith("/preview/frame")
+
+
+# Emails carry inline <style> and remote images; no script may run, nothing is submitted.
+EMAIL_PREVIEW_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+    "font-src https: data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'self'; sandbox"
+)
+
+
+def _with_headers(message: Message, scope: Scope, nonce: str) -> Message:
+    path = scope.get("path", "")
+    if is_email_preview(path):
+        preview = [
+            (b"content-security-policy", EMAIL_PREVIEW_CSP.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-frame-options", b"SAMEORIGIN"),
+            (b"cache-control", b"no-store"),
+        ]
+        names = {name for name, _ in preview}
+        kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+        return {**message, "headers": kept + preview}
+    framable = path == EMBED_FORM_PATH
+    docs = path in {"/docs", "/redoc"}
+    script_src = f"'self' 'nonce-{nonce}'"
+    style_src = "'self'"
+    if docs:
+        # FastAPI's interactive docs load Swagger UI from a CDN; allow it on those
+        # two pages only, the app's own pages never reference a CDN.
+        script_src += " https://cdn.jsdelivr.net 'unsafe-inline'"
+        style_src += " https://cdn.jsdelivr.net"
+    csp = (
+        f"default-src 'self'; script-src {script_src}; style-src {style_src}; "
+        "img-src 'self' data: https://fastapi.tiangolo.com; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; "
+        + ("frame-ancestors *" if framable else "frame-ancestors 'none'")
+    )
+    extra = [
+        (b"content-security-policy", csp.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        # Manage and unsubscribe URLs carry tokens: never leak them to other sites.
+        (b"referrer-policy", b"no-referrer"),
+        (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+    if not framable:
+        extra.append((b"x-frame-options", b"DENY"))
+    if settings.base_url.startswith("https://"):
+        extra.append((b"strict-transport-security", b"max-age=31536000"))
+    if path.startswith(("/manage/", "/unsubscribe/", "/confirm/")):
+        extra.append((b"cache-control", b"no-store"))
+    names = {name for name, _ in extra}
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+    return {**message, "headers": headers + extra}

@@ -1,0 +1,29 @@
+// Live send progress: polls the JSON endpoint and updates the numbers in place.
+(function () {
+  "use strict";
+  var box = document.getElementById("progress");
+  if (!box || box.dataset.done === "true") { return; }
+  var url = box.dataset.url;
+  function show(data) {
+    box.querySelectorAll("[data-key]").forEach(function (el) {
+      var key = el.dataset.key;
+      var value = data[key];
+      if (key === "seconds_left") { value = value === null ? "—" : value + " s"; }
+      if (key === "status") { value = (data.done ? "Done: " : "") + data.status; }
+      el.textContent = String(value);
+    });
+    var bar = document.getElementById("progress-bar");
+    if (bar) { bar.value = data.percent; }
+  }
+  function tick() {
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (data) {
+        show(data);
+        // Reload once at the end so the controls match the final state.
+        if (data.done) { window.location.reload(); } else { setTimeout(tick, 1000); }
+      })
+      .catch(function () { setTimeout(tick, 5000); });
+  }
+  setTimeout(tick, 1000);
+})();

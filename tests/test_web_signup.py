@@ -1,0 +1,273 @@
+"""Sign-up through the form, the embed form and the JSON API: validation, double
+opt-in bookkeeping, no enumeration, and the abuse protections."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from newsletter import signup
+from newsletter.models import Event, EventKind, Subscriber, SubscriberStatus, utcnow
+from newsletter.subscribers import followed_topics
+from tests.fixtures.web import csrf_token, submit
+
+GOOD = {"email": "ana@example.org", "name": "Ana", "topics": ["cloud-ai", "fintech"],
+        "timezone": "Europe/Paris", "consent": "1"}
+
+
+def _subscriber(session, email="ana@example.org"):
+    session.expire_all()
+    return session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+
+
+def test_form_lists_every_topic_with_its_description(client, session):
+    page = client.get("/subscribe")
+    assert page.status_code == 200
+    assert 'value="cloud-ai"' in page.text
+    assert "Cloud" in page.text and 'id="topic-cloud-ai-desc"' in page.text
+    assert '<label for="email">' in page.text
+
+
+def test_sign_up_creates_a_pending_subscriber_with_topics(client, session, sent_confirmations):
+    response = submit(client, "/subscribe", GOOD)
+    assert response.status_code == 200
+    assert "Check your inbox" in response.text
+    sub = _subscriber(session)
+    assert sub.status == SubscriberStatus.pending
+    assert sub.name == "Ana" and sub.timezone == "Europe/Paris"
+    assert followed_topics(session=session, subscriber_id=sub.id) == ["cloud-ai", "fintech"]
+    assert sent_confirmations == [sub.id]
+    assert sub.confirmation_sent_at is not None
+
+
+def test_known_address_gets_the_same_response(client, session, make_subscriber):
+    new = submit(client, "/subscribe", {**GOOD, "email": "new@example.org"})
+    make_subscriber(email="known@example.org")
+    known = submit(client, "/subscribe", {**GOOD, "email": "known@example.org"})
+    assert new.status_code == known.status_code == 200
+    strip = lambda r, e: r.text.replace(e, "EMAIL")  # noqa: E731
+    # Only the nonce-bearing parts may differ; compare the main content.
+    body = lambda r, e: strip(r, e).split('<main', 1)[1].split("</main>", 1)[0]  # noqa: E731
+    assert body(new, "new@example.org") == body(known, "known@example.org")
+
+
+def test_confirmed_address_is_not_sent_another_email(client, session, make_subscriber,
+                                                      sent_confirmations):
+    make_subscriber(email="known@example.org")
+    submit(client, "/subscribe", {**GOOD, "email": "known@example.org"})
+    assert sent_confirmations == []
+
+
+def test_invalid_fields_refill_the_form_with_messages(client, session):
+    response = submit(client, "/subscribe", {
+        "email": "not-an-address", "name": "Eve\r\nBcc: x@evil.test",
+        "topics": ["no-such-topic"], "timezone": "Mars/Olympus", "consent": "1"})
+    assert response.status_code == 422
+    assert 'value="not-an-address"' in response.text
+    for field in ("email", "name", "topics", "timezone"):
+        assert f'href="#{field}"' in response.text
+    assert session.exec(select(Subscriber)).all() == []
+
+
+def test_missing_consent_is_refused(client, session):
+    response = submit(client, "/subscribe", {**GOOD, "consent": ""})
+    assert response.status_code == 422
+    assert 'href="#consent"' in response.text
+    assert _subscriber(session) is None
+
+
+def test_script_in_name_is_refused_and_escaped(client, session):
+    response = submit(client, "/subscribe", {**GOOD, "name": "<script>alert(1)</script>"})
+    assert response.status_code == 422
+    assert "<script>alert(1)" not in response.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+    assert _subscriber(session) is None
+
+
+def test_over_long_email_is_refused(client, session):
+    response = submit(client, "/subscribe", {**GOOD, "email": "a" * 300 + "@example.org"})
+    assert response.status_code == 422
+    assert session.exec(select(Subscriber)).all() == []
+
+
+def test_missing_csrf_token_changes_nothing(client, session):
+    client.get("/subscribe")
+    response = client.post("/subscribe", data=GOOD)
+    assert response.status_code == 400
+    assert _subscriber(session) is None
+
+
+def test_csrf_token_from_another_browser_is_refused(client, web_app, session):
+    from fastapi.testclient import TestClient
+
+    other = TestClient(web_app)
+    token = csrf_token(other.get("/subscribe").text)
+    client.get("/subscribe")  # our own cookie, different value
+    response = client.post("/subscribe", data={**GOOD, "csrf_token": token})
+    assert response.status_code == 400
+    assert _subscriber(session) is None
+
+
+def test_honeypot_looks_like_success_but_stores_nothing(client, session, sent_confirmations):
+    response = submit(client, "/subscribe", {**GOOD, "website": "http://spam.test"})
+    assert response.status_code == 200
+    assert "Check your inbox" in response.text
+    assert _subscriber(session) is None and sent_confirmations == []
+
+
+def test_second_sign_up_within_cooldown_sends_no_second_email(client, session,
+                                                              sent_confirmations):
+    submit(client, "/subscribe", GOOD)
+    submit(client, "/subscribe", GOOD)
+    assert len(sent_confirmations) == 1
+
+
+def test_sign_up_after_cooldown_sends_a_new_email(client, session, sent_confirmations):
+    submit(client, "/subscribe", GOOD)
+    sub = _subscriber(session)
+    sub.confirmation_sent_at = utcnow() - timedelta(minutes=16)
+    session.add(sub)
+    session.commit()
+    submit(client, "/subscribe", GOOD)
+    assert sent_confirmations == [sub.id, sub.id]
+
+
+def test_cooldown_claim_is_taken_once(session, web_settings):
+    sub = signup.sign_up(session=session, signup=signup.CleanSignup(email="x@example.org"),
+                         source="test")
+    again = signup.claim_confirmation(session=session, subscriber_id=sub.subscriber_id)
+    assert sub.claimed_at is not None and again.claimed_at is None
+
+
+def test_per_ip_rate_limit_answers_429(client, session, monkeypatch, web_settings):
+    monkeypatch.setattr(web_settings, "signup_rate_per_minute", 3)
+    token = csrf_token(client.get("/subscribe").text)
+    codes = [client.post("/subscribe", data={**GOOD, "email": f"r{i}@example.org",
+                                              "csrf_token": token}).status_code
+             for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    assert session.exec(select(Subscriber)).all().__len__() == 3
+
+
+def test_rate_limit_counts_in_redis_when_reachable(redis_url, web_settings, monkeypatch):
+    import redis
+
+    from newsletter.web.security import RateLimiter
+
+    limiter = RateLimiter(redis_url=redis_url)
+    assert [limiter.hit("ip", limit=2, now=120.0) for _ in range(3)] == [True, True, False]
+    assert redis.Redis.from_url(redis_url).get("roundup:rl:ip:2") == b"3"
+
+
+def test_rate_limit_falls_back_to_memory_without_redis():
+    from newsletter.services import free_port
+    from newsletter.web.security import RateLimiter
+
+    limiter = RateLimiter(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert [limiter.hit("ip", limit=1, now=60.0) for _ in range(2)] == [True, False]
+    assert limiter.hit("ip", limit=1, now=125.0)  # a new minute
+
+
+def test_broker_down_keeps_the_sign_up_and_releases_the_cooldown(
+        session, web_settings, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from newsletter.services import free_port
+    from newsletter.web.app import create_app
+
+    monkeypatch.setattr(web_settings, "redis_url", f"redis://127.0.0.1:{free_port()}/0")
+    client = TestClient(create_app())  # the real Celery publisher, broker unreachable
+    response = submit(client, "/subscribe", GOOD)
+    assert response.status_code == 200
+    sub = _subscriber(session)
+    assert sub.status == SubscriberStatus.pending
+    assert sub.confirmation_sent_at is None
+
+
+def test_sign_up_event_records_source_referrer_and_utm(client, session):
+    client.get("/subscribe?utm_source=mastodon&utm_campaign=launch",
+               headers={"Referer": "https://blog.example/post"})
+    page = client.get("/subscribe?utm_source=mastodon&utm_campaign=launch",
+                      headers={"Referer": "https://blog.example/post"})
+    data = {**GOOD, "csrf_token": csrf_token(page.text), "utm_source": "mastodon",
+            "utm_campaign": "launch", "referrer": "https://blog.example/post"}
+    assert 'name="utm_source" value="mastodon"' in page.text
+    client.post("/subscribe", data=data)
+    event = session.exec(select(Event).where(Event.kind == EventKind.signed_up)).one()
+    assert event.source == "form"
+    payload = json.loads(event.data)
+    assert payload["utm_source"] == "mastodon" and payload["utm_campaign"] == "launch"
+    assert payload["referrer"] == "https://blog.example/post"
+
+
+def test_unsubscribed_address_signing_up_again_must_confirm(client, session, make_subscriber,
+                                                            sent_confirmations):
+    from newsletter.subscribers import unsubscribe
+
+    sub = make_subscriber(email="back@example.org")
+    unsubscribe(session=session, subscriber_id=sub.id, source="test")
+    session.commit()
+    submit(client, "/subscribe", {**GOOD, "email": "back@example.org"})
+    assert _subscriber(session, "back@example.org").status == SubscriberStatus.pending
+    assert sent_confirmations == [sub.id]
+
+
+def test_embed_page_shows_a_copyable_snippet(client):
+    page = client.get("/subscribe/embed")
+    assert page.status_code == 200
+    assert "&lt;iframe src=&#34;http://testserver/subscribe/embed/form&#34;" in page.text
+
+
+def test_embed_form_may_be_framed_and_records_source_embed(client, session):
+    page = client.get("/subscribe/embed/form")
+    assert "x-frame-options" not in page.headers
+    assert "frame-ancestors *" in page.headers["content-security-policy"]
+    assert client.get("/subscribe").headers["x-frame-options"] == "DENY"
+    response = submit(client, "/subscribe/embed/form", GOOD)
+    assert response.status_code == 200
+    event = session.exec(select(Event).where(Event.kind == EventKind.signed_up)).one()
+    assert event.source == "embed"
+
+
+@pytest.mark.parametrize("email", ["api@example.org", "known@example.org"])
+def test_api_answers_202_with_the_same_body(client, make_subscriber, email):
+    make_subscriber(email="known@example.org")
+    response = client.post("/api/subscribers", json={"email": email, "topics": ["fintech"]})
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted", "message": signup_message()}
+
+
+def signup_message() -> str:
+    from newsletter.web.api import ACCEPTED_MESSAGE
+
+    return ACCEPTED_MESSAGE
+
+
+def test_api_sign_up_is_pending_with_source_api(client, session, sent_confirmations):
+    client.post("/api/subscribers", json={"email": "api@example.org", "utm_source": "x"})
+    sub = _subscriber(session, "api@example.org")
+    assert sub.status == SubscriberStatus.pending and sub.source == "api"
+    assert sent_confirmations == [sub.id]
+
+
+def test_api_rejects_unknown_topics_with_422(client, session):
+    response = client.post("/api/subscribers", json={"email": "a@example.org",
+                                                     "topics": ["nope"]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "topics"]
+    assert session.exec(select(Subscriber)).all() == []
+
+
+def test_api_lists_topics(client):
+    topics = client.get("/api/topics").json()
+    assert {"slug", "name", "description", "id"} <= set(topics[0])
+    assert "fintech" in [t["slug"] for t in topics]
+
+
+def test_api_is_in_the_openapi_schema(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "post" in paths["/api/subscribers"] and "get" in paths["/api/topics"]
+    assert "/subscribe" not in paths

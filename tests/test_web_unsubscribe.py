@@ -1,0 +1,115 @@
+"""Unsubscribe: a GET never unsubscribes, the page's button does, RFC 8058 one-click
+works without cookies or CSRF, and a planned send skips the address."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from newsletter import tokens
+from newsletter.models import (
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventKind,
+    IssueStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+from tests.fixtures.services import wait_until
+from tests.fixtures.web import path_of, submit
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+def _unsub(sub) -> str:
+    return path_of(tokens.unsubscribe_url(sub.id))
+
+
+def _status(session, sub) -> str:
+    session.expire_all()
+    return session.get(Subscriber, sub.id).status
+
+
+def test_get_shows_a_button_and_changes_nothing(client, session, make_subscriber):
+    sub = make_subscriber()
+    page = client.get(_unsub(sub))
+    assert page.status_code == 200 and "<button" in page.text
+    assert _status(session, sub) == SubscriberStatus.confirmed
+
+
+def test_the_button_unsubscribes(client, session, make_subscriber):
+    sub = make_subscriber()
+    response = submit(client, _unsub(sub), {})
+    assert response.status_code == 200 and "You're unsubscribed" in response.text
+    assert _status(session, sub) == SubscriberStatus.unsubscribed
+
+
+def test_button_without_csrf_changes_nothing(client, session, make_subscriber):
+    sub = make_subscriber()
+    assert client.post(_unsub(sub)).status_code == 400
+    assert _status(session, sub) == SubscriberStatus.confirmed
+
+
+def test_one_click_post_without_cookies_unsubscribes(web_app, session, make_subscriber):
+    from fastapi.testclient import TestClient
+
+    sub = make_subscriber()
+    response = TestClient(web_app).post(_unsub(sub), data=ONE_CLICK)
+    assert response.status_code == 200
+    assert _status(session, sub) == SubscriberStatus.unsubscribed
+    event = session.exec(select(Event).where(Event.kind == EventKind.unsubscribed)).one()
+    assert event.source == "one-click"
+
+
+def test_tampered_token_changes_nothing_and_tells_nothing(client, session, make_subscriber):
+    sub = make_subscriber()
+    good = _unsub(sub)
+    bad = good[:-3] + ("abc" if not good.endswith("abc") else "xyz")
+    bad_response = client.post(bad, data=ONE_CLICK)
+    unknown = client.post(path_of(tokens.unsubscribe_url(999_999)), data=ONE_CLICK)
+    assert bad_response.status_code == unknown.status_code == 200
+    assert bad_response.text == unknown.text
+    assert client.get(bad).status_code == 200
+    assert _status(session, sub) == SubscriberStatus.confirmed
+
+
+def test_resubscribe_from_the_unsubscribed_page_needs_confirmation(
+        client, session, make_subscriber, sent_confirmations):
+    sub = make_subscriber()
+    done = submit(client, _unsub(sub), {})
+    from tests.fixtures.web import csrf_token
+
+    response = client.post(_unsub(sub) + "/resubscribe",
+                           data={"csrf_token": csrf_token(done.text)})
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    assert _status(session, sub) == SubscriberStatus.pending
+    assert sent_confirmations == [sub.id]
+
+
+def test_one_click_unsubscribe_stops_an_already_planned_send(
+        web_app, session, make_issue, make_subscriber, redis_url, smtp_server, celery_workers):
+    from fastapi.testclient import TestClient
+
+    from newsletter import delivery
+
+    leaving = make_subscriber(email="leaving@example.org", topics=["travel"])
+    staying = make_subscriber(email="staying@example.org", topics=["travel"])
+    issue = make_issue(status=IssueStatus.approved,
+                       items=[{"headline": "Trains are back", "topics": ["travel"]}])
+    assert delivery.plan_send(session=session, issue_id=issue.id) == 2
+    session.commit()
+    assert delivery.enqueue_batches(issue.id, session=session) >= 1  # to the private broker
+
+    TestClient(web_app).post(_unsub(leaving), data=ONE_CLICK)
+    celery_workers.start()
+
+    def settled() -> bool:
+        session.expire_all()
+        rows = session.exec(select(Delivery).where(Delivery.issue_id == issue.id)).all()
+        return all(r.status not in (DeliveryStatus.pending, DeliveryStatus.sending)
+                   for r in rows)
+
+    wait_until(settled, timeout=60, message=celery_workers.logs)
+    assert smtp_server.recipients() == [staying.email]
+    row = session.exec(select(Delivery).where(Delivery.subscriber_id == leaving.id)).one()
+    assert row.status == DeliveryStatus.suppressed
