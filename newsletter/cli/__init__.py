@@ -6,6 +6,7 @@ import typer
 
 from newsletter.cli import (
     core_cmds,
+    editor_cmds,
     ingest_cmds,
     preview_cmds,
     send_cmds,
@@ -20,7 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds):
+for module in (
+    core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds, editor_cmds,
+):
     module.register(app)
 
 

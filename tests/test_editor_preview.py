@@ -1,0 +1,238 @@
+"""Preview as a subscriber or topic set, the pre-approval checks, approval, test sends."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlmodel import select
+
+from newsletter import checks, editorial
+from newsletter.models import Issue, IssueStatus, Item
+from tests.fixtures.editor import editor_post
+from tests.fixtures.mail import assert_email
+
+ITEMS = [
+    {"headline": "Warehouse news", "topics": ["logistics"], "link_url": "https://example.com/w",
+     "link_text": "Read it"},
+    {"headline": "Payments news", "topics": ["fintech"]},
+    {"headline": "Luxury news", "topics": ["luxury-fashion"]},
+]
+
+
+def _check(report, name):
+    return next(r for r in report.results if r.name == name)
+
+
+# --- preview ----------------------------------------------------------------------------
+
+
+def test_preview_as_a_subscriber_shows_why_and_how_many_get_it(
+        editor_client, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    make_subscriber(email="ana@example.org", topics=["fintech"])
+    make_subscriber(email="bo@example.org", topics=["fintech"])
+    make_subscriber(email="cy@example.org", topics=["logistics"])
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview",
+                             params={"email": "ANA@example.org"}).text
+    assert "Previewing as <strong>ana@example.org</strong>" in page
+    assert "<strong>2</strong> subscribers get this version" in page
+    why = re.search(r'<ol class="why-list".*?</ol>', page, re.S).group(0)
+    assert why.index("Payments news") < why.index("Warehouse news")  # followed topic first
+    assert "You follow Fintech" in why or "You follow" in why
+
+
+def test_preview_as_topics_renders_both_frames_text_and_headers(editor_client, make_issue):
+    issue = make_issue(items=ITEMS)
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview",
+                             params={"topics": ["logistics"]}).text
+    assert 'class="frame frame-desktop"' in page and 'class="frame frame-phone"' in page
+    assert page.count('sandbox=""') >= 2
+    assert "List-Unsubscribe" in page
+    plain = re.search(r'<pre class="plain-text" id="plain-text">(.*?)</pre>', page, re.S).group(1)
+    assert "Warehouse news" in plain
+    assert "<strong>0</strong> subscribers get this version" in page
+
+
+def test_preview_frame_serves_the_email_html(editor_client, make_issue):
+    issue = make_issue(items=ITEMS)
+    frame = editor_client.get(f"/editor/issues/{issue.id}/preview/frame",
+                              params={"topics": ["luxury-fashion"]})
+    assert frame.headers["content-type"].startswith("text/html")
+    assert frame.text.index("Luxury news") < frame.text.index("Warehouse news")
+
+
+def test_preview_counts_only_my_topics_readers_who_get_nothing(
+        editor_client, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    make_subscriber(email="picky@example.org", topics=["health"], only_my_topics=True)
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview",
+                             params={"email": "picky@example.org"}).text
+    assert "gets <strong>nothing</strong> this week" in page
+    assert "1 subscriber with “only my topics” get nothing" in page or \
+        "(1 subscriber with" in page
+
+
+def test_preview_of_an_unknown_email_says_so(editor_client, make_issue):
+    issue = make_issue(items=ITEMS)
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview",
+                             params={"email": "ghost@example.org"})
+    assert page.status_code == 200
+    assert "No subscriber with the address" in page.text
+
+
+def test_audiences_group_subscribers_by_composition(session, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    for _ in range(3):
+        make_subscriber(topics=["fintech"])
+    make_subscriber(topics=["logistics"])
+    make_subscriber(topics=["health"], only_my_topics=True)
+    from newsletter.composer import load_issue
+
+    groups = checks.audiences(issue=load_issue(session=session, issue_id=issue.id),
+                              people=checks.readers(session=session))
+    assert [g.count for g in groups] == [3, 1, 1]
+    assert groups[-1].composition is None
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+def test_a_clean_issue_passes_every_blocking_check(session, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    make_subscriber(topics=["fintech"])
+    report = checks.run_checks(session=session, issue_id=issue.id)
+    assert report.approvable, [(r.name, r.reason) for r in report.blocking_failures]
+    for name in ("items", "size", "links", "alt", "unsubscribe", "subject"):
+        assert _check(report, name).ok, name
+
+
+def test_an_html_over_102_kb_fails_the_size_check(session, make_issue):
+    huge = "\n\n".join("A long paragraph of words. " * 40 for _ in range(120))
+    issue = make_issue(items=[{"headline": "Huge", "body": huge, "topics": ["fintech"]}])
+    result = _check(checks.run_checks(session=session, issue_id=issue.id), "size")
+    assert not result.ok and result.blocking
+    assert "clipped" in result.reason
+
+
+def test_a_malformed_link_fails_the_links_check(session, make_issue):
+    issue = make_issue(items=[{"headline": "Bad", "link_url": "javascript:alert(1)",
+                               "topics": ["fintech"]}])
+    result = _check(checks.run_checks(session=session, issue_id=issue.id), "links")
+    assert not result.ok
+    assert any("javascript:alert(1)" in d for d in result.details)
+
+
+def test_an_image_without_alt_text_fails(monkeypatch, session, make_issue):
+    issue = make_issue(items=ITEMS)
+    real = checks.render_preview
+
+    def with_image(*args, **kwargs):
+        preview = real(*args, **kwargs)
+        from dataclasses import replace
+
+        return replace(preview, html=preview.html + '<img src="https://example.com/x.png">')
+
+    monkeypatch.setattr(checks, "render_preview", with_image)
+    result = _check(checks.run_checks(session=session, issue_id=issue.id), "alt")
+    assert not result.ok and "https://example.com/x.png" in result.details
+
+
+def test_a_long_subject_is_a_warning_not_a_block(session, make_issue):
+    issue = make_issue(title="A very long subject line " * 4, items=ITEMS)
+    result = _check(checks.run_checks(session=session, issue_id=issue.id), "subject")
+    assert not result.ok and not result.blocking
+
+
+def test_untagged_items_are_a_warning(session, make_issue):
+    issue = make_issue(items=["No topic here"])
+    result = _check(checks.run_checks(session=session, issue_id=issue.id), "topics")
+    assert not result.ok and not result.blocking
+    assert result.details == ("No topic here",)
+
+
+def test_subscribers_who_get_nothing_are_listed(session, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    make_subscriber(email="picky@example.org", topics=["health"], only_my_topics=True)
+    result = _check(checks.run_checks(session=session, issue_id=issue.id), "skipped")
+    assert not result.ok and "picky@example.org" in result.details
+
+
+def test_an_issue_with_every_item_hidden_cannot_be_approved(session, make_issue):
+    issue = make_issue(items=[{"headline": "Hidden", "hidden": True, "topics": ["fintech"]}])
+    with pytest.raises(editorial.ApprovalRefused):
+        editorial.approve_issue(session=session, issue_id=issue.id)
+    assert session.get(Issue, issue.id).status == IssueStatus.draft
+
+
+def test_the_checks_page_lists_pass_and_fail(editor_client, make_issue):
+    issue = make_issue(items=[{"headline": "Bad", "link_url": "javascript:x",
+                               "topics": ["fintech"]}])
+    page = editor_client.get(f"/editor/issues/{issue.id}/checks").text
+    assert 'data-check="links" data-state="fail"' in page
+    assert 'data-check="unsubscribe" data-state="pass"' in page
+
+
+def test_approval_is_refused_while_a_blocking_check_fails(editor_client, make_issue, session):
+    issue = make_issue(items=[{"headline": "Bad", "link_url": "javascript:x",
+                               "topics": ["fintech"]}])
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/approve")
+    assert response.status_code == 400
+    assert "Approval refused" in response.text
+    session.expire_all()
+    assert session.get(Issue, issue.id).status == IssueStatus.draft
+
+
+def test_approving_a_clean_issue(editor_client, make_issue, session):
+    issue = make_issue(items=ITEMS)
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/approve")
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/editor/issues/{issue.id}/send"
+    session.expire_all()
+    assert session.get(Issue, issue.id).status == IssueStatus.approved
+
+
+def test_editing_after_approval_needs_a_new_approval(editor_client, make_issue, session):
+    issue = make_issue(items=ITEMS)
+    editor_post(editor_client, f"/editor/issues/{issue.id}/approve")
+    item = session.exec(select(Item).where(Item.issue_id == issue.id)).first()
+    editor_post(editor_client, f"/editor/issues/{issue.id}/items/{item.id}/down")
+    session.expire_all()
+    assert session.get(Issue, issue.id).status == IssueStatus.draft
+
+
+# --- test send ----------------------------------------------------------------------------
+
+
+def test_test_send_reaches_the_smtp_server_marked_test(
+        editor_client, make_issue, make_subscriber, smtp_server):
+    issue = make_issue(title="Weekly", items=ITEMS)
+    make_subscriber(email="ana@example.org", topics=["fintech"], name="Ana Real")
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/test-send",
+                           {"to": "tester@outside.example", "email": "ana@example.org"})
+    assert response.status_code == 303, response.text
+    smtp_server.wait_for(1)
+    message = assert_email(smtp_server.messages[0].data, to="tester@outside.example",
+                           subject_contains="[TEST]", both_contain=["Payments news"])
+    assert str(message["Subject"]).startswith("[TEST]")
+    assert message["List-Unsubscribe"]
+
+
+def test_test_send_to_a_bad_address_returns_the_form(editor_client, make_issue, smtp_server):
+    issue = make_issue(items=ITEMS)
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/test-send",
+                           {"to": "not an address"})
+    assert response.status_code == 400
+    assert "Test send:" in response.text
+    assert smtp_server.messages == []
+
+
+def test_preview_frame_may_be_framed_by_our_pages_only_and_runs_no_script(editor_client,
+                                                                          make_issue):
+    # Needs the email-preview branch in newsletter/web/security.py (see the lead's notes).
+    issue = make_issue(items=ITEMS)
+    frame = editor_client.get(f"/editor/issues/{issue.id}/preview/frame")
+    csp = frame.headers["content-security-policy"]
+    assert "frame-ancestors 'self'" in csp
+    assert "sandbox" in csp and "script-src" not in csp
+    assert frame.headers["x-frame-options"] == "SAMEORIGIN"

@@ -1,0 +1,138 @@
+"""Approve and send from the console: schedule, send now through a real worker, live
+progress, pause/resume/cancel; and the dashboard's SVG charts."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from newsletter import charts
+from newsletter.models import Delivery, Event, Issue, IssueStatus, utcnow
+from newsletter.schedule import next_slot
+from tests.fixtures.editor import editor_post
+from tests.fixtures.services import wait_until
+
+ITEMS = [{"headline": "Warehouse news", "topics": ["logistics"]},
+         {"headline": "Payments news", "topics": ["fintech"]}]
+
+
+def _status(session, issue_id):
+    session.expire_all()
+    return session.get(Issue, issue_id).status
+
+
+def test_a_draft_cannot_be_sent(editor_client, make_issue, session):
+    issue = make_issue(items=ITEMS)
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/send-now")
+    assert response.status_code == 400
+    assert "Only approved issues can be sent" in response.text
+    assert _status(session, issue.id) == IssueStatus.draft
+
+
+def test_scheduling_uses_the_next_weekly_slot(editor_client, make_issue, session):
+    issue = make_issue(items=ITEMS, status=IssueStatus.approved)
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/schedule")
+    assert response.status_code == 303
+    session.expire_all()
+    saved = session.get(Issue, issue.id)
+    assert saved.status == IssueStatus.scheduled
+    assert abs(saved.scheduled_for - next_slot()) < timedelta(seconds=5)
+
+
+def test_send_now_through_a_real_worker_reaches_done(
+        editor_client, make_issue, make_subscriber, session, celery_worker, smtp_server):
+    issue = make_issue(items=ITEMS, status=IssueStatus.approved)
+    for i in range(3):
+        make_subscriber(email=f"r{i}@example.org", topics=["fintech"])
+    make_subscriber(email="picky@example.org", topics=["health"], only_my_topics=True)
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/send-now")
+    assert response.status_code == 303, response.text
+
+    def done():
+        data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
+        return data if data["done"] else None
+
+    data = wait_until(done, timeout=60, message="the send to finish")
+    assert (data["sent"], data["skipped"], data["pending"], data["failed"]) == (3, 1, 0, 0)
+    assert data["status"] == "sent"
+    assert sorted(smtp_server.recipients()) == [f"r{i}@example.org" for i in range(3)]
+    page = editor_client.get(f"/editor/issues/{issue.id}/send").text
+    assert 'data-key="sent">3<' in page
+
+
+def test_pause_resume_and_cancel_act_on_the_ledger(
+        editor_client, make_issue, make_subscriber, session, redis_url):
+    # No worker runs: the batches wait in Redis, so the ledger stays pending.
+    issue = make_issue(items=ITEMS, status=IssueStatus.approved)
+    for i in range(2):
+        make_subscriber(email=f"r{i}@example.org")
+    assert editor_post(editor_client, f"/editor/issues/{issue.id}/send-now").status_code == 303
+    assert _status(session, issue.id) == IssueStatus.sending
+    assert editor_post(editor_client, f"/editor/issues/{issue.id}/pause").status_code == 303
+    assert _status(session, issue.id) == IssueStatus.paused
+    assert editor_post(editor_client, f"/editor/issues/{issue.id}/resume").status_code == 303
+    assert _status(session, issue.id) == IssueStatus.sending
+    assert editor_post(editor_client, f"/editor/issues/{issue.id}/cancel").status_code == 303
+    assert _status(session, issue.id) == IssueStatus.cancelled
+    statuses = session.exec(select(Delivery.status).where(Delivery.issue_id == issue.id)).all()
+    assert statuses == ["cancelled", "cancelled"]
+
+
+def test_resuming_an_issue_that_is_not_paused_says_why(editor_client, make_issue):
+    issue = make_issue(items=ITEMS, status=IssueStatus.approved)
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/resume")
+    assert response.status_code == 400
+    assert "Nothing to resume" in response.text
+
+
+def test_progress_json_reports_counts_and_time_left(editor_client, make_issue, make_subscriber,
+                                                    session):
+    issue = make_issue(items=ITEMS, status=IssueStatus.sending)
+    subs = [make_subscriber() for _ in range(4)]
+    now = utcnow()
+    for sub, status in zip(subs, ["sent", "sent", "failed", "pending"], strict=True):
+        session.add(Delivery(issue_id=issue.id, subscriber_id=sub.id, status=status,
+                             sent_at=now if status == "sent" else None))
+    session.commit()
+    data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
+    assert (data["sent"], data["failed"], data["pending"], data["total"]) == (2, 1, 1, 4)
+    assert data["rate_per_minute"] == 2.0
+    assert data["seconds_left"] == 30
+    assert not data["done"]
+
+
+# --- dashboard and charts -------------------------------------------------------------
+
+
+def test_column_chart_draws_one_bar_per_value_with_escaped_labels():
+    svg = charts.column_chart(title="T <x>", labels=["a<b", "c"],
+                              series={"One": [1, 2], "Two": [3, 0]})
+    assert svg.startswith("<svg") and svg.count('class="bar"') == 4
+    assert "a&lt;b" in svg and "<x>" not in svg
+
+
+def test_bar_heights_are_proportional():
+    svg = charts.bar_chart(title="T", labels=["small", "big"], values=[5, 10])
+    widths = [float(w) for w in re.findall(r'class="bar" x="\d+" y="[\d.]+" width="([\d.]+)"', svg)]
+    assert widths[1] == pytest.approx(2 * widths[0])
+
+
+def test_dashboard_renders_the_three_charts(editor_client, make_subscriber, make_issue, session):
+    for i in range(3):
+        make_subscriber(email=f"d{i}@example.org", topics=["fintech"])
+    issue = make_issue(items=ITEMS, status=IssueStatus.sent)
+    sub = make_subscriber()
+    session.add(Delivery(issue_id=issue.id, subscriber_id=sub.id, status="sent"))
+    session.add(Event(kind="unsubscribed", subscriber_id=sub.id))
+    session.commit()
+    page = editor_client.get("/editor").text
+    for chart_id in ("chart-growth", "chart-topics", "chart-delivery"):
+        section = re.search(rf'id="{chart_id}".*?</section>', page, re.S).group(0)
+        assert "<svg" in section and 'class="bar"' in section, chart_id
+    topics = re.search(r'id="chart-topics".*?</section>', page, re.S).group(0)
+    assert re.search(r"<title>[^<]*(Fintech|Payments)[^<]*: 3</title>", topics)
+    delivery = re.search(r'id="chart-delivery".*?</section>', page, re.S).group(0)
+    assert "<title>Sent, #" in delivery and ": 1</title>" in delivery
