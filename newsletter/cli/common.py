@@ -24,12 +24,12 @@ def ensure_database() -> None:
     from newsletter.topics import sync_topics
 
     url = settings.effective_database_url
-    if url in _migrated:
-        return
-    db.migrate(url)
+    if url not in _migrated:
+        db.migrate(url)
+        _migrated.add(url)
+    # Cheap and idempotent: picks up edits to the taxonomy file on every command.
     with db.session_scope() as session:
         sync_topics(session=session)
-    _migrated.add(url)
 
 
 @contextmanager
