@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
+from newsletter.errors import UserError
 from newsletter.models import Issue, IssueStatus, Item, ItemTopic, utcnow
 from newsletter.topics import set_item_topics
 
@@ -24,12 +25,10 @@ MAX_LINK_TEXT = 500
 MAX_URL = 2000
 
 
-class EditorialError(ValueError):
-    """A problem the editor can fix; `field` names the form field it belongs to."""
+class EditorialError(UserError):
+    """A problem with an edit to an issue or item."""
 
-    def __init__(self, message: str, *, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field
+    default_field = ""
 
 
 def _has_control_chars(text: str) -> bool:

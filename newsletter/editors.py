@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Field, Session, SQLModel, select
 
+from newsletter.errors import UserError
 from newsletter.models import utcnow
 from newsletter.subscribers import SubscriberError, normalise_email
 
@@ -23,12 +24,10 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password-for-timing")
 
 
-class EditorError(ValueError):
-    """A problem the person can fix; `field` names the form field it belongs to."""
+class EditorError(UserError):
+    """A problem with an editor's details or login."""
 
-    def __init__(self, message: str, *, field: str = "email") -> None:
-        super().__init__(message)
-        self.field = field
+    default_field = "email"
 
 
 # Fields every view of an editor shares.

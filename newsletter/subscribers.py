@@ -15,6 +15,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
+from newsletter.errors import UserError
 from newsletter.models import (
     Event,
     EventKind,
@@ -29,12 +30,10 @@ from newsletter.models import (
 MAX_NAME = 200
 
 
-class SubscriberError(ValueError):
-    """A problem a person can fix; `field` names the form field it belongs to."""
+class SubscriberError(UserError):
+    """A problem with a subscriber's details."""
 
-    def __init__(self, message: str, *, field: str = "email") -> None:
-        super().__init__(message)
-        self.field = field
+    default_field = "email"
 
 
 def normalise_email(raw: str) -> str:
