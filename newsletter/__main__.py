@@ -1,0 +1,5 @@
+"""`python -m newsletter` runs the CLI."""
+
+from newsletter.cli import main
+
+main()
