@@ -50,14 +50,18 @@ def demo(
     table.add_column("delivery")
     table.add_column("items in their order, with the reason")
     for address, status, comp, _html in result.rows:
-        if comp is None:
+        if status.startswith("not planned"):
+            lines = f"[dim]{status.removeprefix('not planned ').strip('()')}: gets nothing " \
+                    "until they confirm[/]"
+            status = "not planned"
+        elif comp is None:
             lines = "[dim]nothing matches their topics this week (only my topics)[/]"
         else:
             lines = "\n".join(f"{n}. {c.item.headline} [dim]— {c.reason}[/]"
                               for n, c in enumerate(comp.items, 1))
         table.add_row(address, status, lines)
     console.print(table)
-    counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()) if v)
     console.print(f"Delivery: {counts}")
     console.print(f"Received messages (.eml): [bold]{result.mail_dir}[/]", highlight=False)
     console.print(f"Their HTML, one file per subscriber: [bold]{result.html_dir}[/]",
