@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -91,7 +92,7 @@ def list_(
             .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
         ).all():
             topics.setdefault(sid, []).append(slug)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"id": s.id, "email": s.email, "name": s.name, "status": s.status,
              "topics": sorted(topics.get(s.id or 0, [])), "only_my_topics": s.only_my_topics,
              "timezone": s.timezone, "source": s.source, "created_at": s.created_at}
