@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email import policy as email_policy
+from email.header import Header
 from email.headerregistry import Address
 from email.utils import formataddr, formatdate
 from functools import lru_cache
@@ -131,7 +132,13 @@ def address_header(name: str, display_name: str, addr: str) -> bytes:
         line = f"{name}: {formataddr((display_name, addr))}"
         if len(line) <= 998:
             return line.encode("ascii") + CRLF
-    return fold_header(name, str(Address(display_name=display_name, addr_spec=addr)))
+    folded = fold_header(name, str(Address(display_name=display_name, addr_spec=addr)))
+    if max(len(line) for line in folded.split(CRLF)) <= 998:
+        return folded
+    # A name with nowhere to fold (one very long word): encoded words can be split
+    # anywhere, so the line limit holds whatever the name.
+    words = Header(display_name, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {words}\r\n <{addr}>".encode() + CRLF
 
 
 _date_cache: tuple[int, bytes] = (0, b"")
@@ -216,11 +223,12 @@ def _static_headers(subject: str, *, list_headers: bool, boundary: bytes) -> byt
 
 
 def _list_unsubscribe(values: PersonalValues) -> bytes:
-    mailto = f"mailto:{settings.unsubscribe_mailto}?subject=unsubscribe-{values.unsubscribe_token}"
-    # Both URIs are ASCII we made ourselves (URL-safe token); fold between them.
-    return (
-        f"List-Unsubscribe: <{values.unsubscribe_url}>,\r\n <{mailto}>".encode("ascii") + CRLF
-    )
+    uris = [f"<{values.unsubscribe_url}>"]
+    if settings.unsubscribe_mailto:
+        mailto = _check_addr(settings.unsubscribe_mailto)
+        uris.append(f"<mailto:{mailto}?subject=unsubscribe-{values.unsubscribe_token}>")
+    # URIs we made ourselves (URL-safe token); fold between them.
+    return ("List-Unsubscribe: " + ",\r\n ".join(uris)).encode("ascii") + CRLF
 
 
 # --- DKIM ---------------------------------------------------------------------------

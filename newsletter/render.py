@@ -27,7 +27,8 @@ from newsletter.composer import Composition, IssueContent
 from newsletter.settings import settings
 
 PERSONAL_KEYS = ("name", "greeting_name", "email", "manage_url", "unsubscribe_url")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+# C0 and C1 controls (NEL, U+0085, among them) and Unicode's line separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class TemplateError(Exception):

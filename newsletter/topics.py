@@ -41,10 +41,15 @@ FALLBACK_THRESHOLD = 2  # an item that reaches THRESHOLD nowhere still gets its 
 TAG_BONUS = 1  # the roundup's tag line counts as one more mention, for topics already mentioned
 MAX_TOPICS = 3  # the strongest few: a long feature mentions everything once
 SUBSTRING_MIN = 5  # tag lines run words together; only longer keywords are trusted inside them
-# Where two tags were glued: "AfricaAlibaba", "Covid-19E-Commerce", "H&MJack Ma".
+# Where two tags were glued: "AfricaAlibaba", "Covid-19E-Commerce", "H&MJack Ma",
+# "JCBWeather".
 GLUED_BOUNDARY = re.compile(
     r"(?<=[a-z\u00e0-\u00ff])(?=[A-Z])|(?<=\d)(?=[A-Z][a-z-])|(?<=&[A-Z])(?=[A-Z][a-z])"
+    r"|(?<=[A-Z]{2})(?=[A-Z][a-z]{2})"
 )
+# Words whose inner capitals look like glue ("AliExpress", "OKCupid"); known ones
+# are kept whole when splitting a tag line.
+INNER_CAPITALS = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
 
 
 class TaxonomyError(ValueError):
@@ -273,7 +278,7 @@ def split_tag_line(line: str, *, known: Sequence[str] = ()) -> list[str]:
     protected: list[tuple[int, int]] = []
     lowered = line.casefold()
     for phrase in phrases:
-        if not re.search(r"[a-z][A-Z]", phrase):
+        if not INNER_CAPITALS.search(phrase):
             continue
         for m in re.finditer(re.escape(phrase.casefold()), lowered):
             protected.append((m.start(), m.end()))

@@ -15,6 +15,7 @@ from newsletter.cli import app
 from newsletter.ingest import (
     IngestError,
     ParsedIssue,
+    decode,
     ingest_file,
     ingest_text,
     parse_document,
@@ -186,14 +187,83 @@ def test_pull_quote_repeating_the_body_is_dropped_from_a_feature() -> None:
 # --- Synthetic documents: the parser generalises -----------------------------------
 
 
-def test_other_page_scrape_gives_its_own_headlines_intro_tags_and_links() -> None:
-    parsed = parse_file(DATA / "page_market_week.txt")
-    assert parsed.title == "Market Week: Coffee Chains Go Digital; Solar Farms Power Warehouses"
-    assert [i.headline for i in parsed.items] == [
-        "Coffee Chains Race to Launch Mobile Ordering",
-        "Solar Panels Now Power Two Regional Warehouses",
-        "Meet the Potter Who Sells to 40 Countries",
-    ]
+# Other roundups in both layouts (tests/data/ingest/): title, then exact headlines.
+OTHER_ROUNDUPS: dict[str, tuple[str, list[str]]] = {
+    "page_market_week.txt": (
+        "Market Week: Coffee Chains Go Digital; Solar Farms Power Warehouses",
+        [
+            "Coffee Chains Race to Launch Mobile Ordering",
+            "Solar Panels Now Power Two Regional Warehouses",
+            "Meet the Potter Who Sells to 40 Countries",
+        ],
+    ),
+    "page_harbour_notes.txt": (
+        "Harbour Notes: Ferries Return",
+        ["Ferries Return to the Northern Islands", "Fishing Quotas Set for the Coming Year"],
+    ),
+    # BOM, CRLF, a title and headlines ending in "?" or "!", a title-cased pull quote.
+    "page_farm_gazette.txt": (
+        "Farm Gazette: Harvest Robots Arrive; Will Rain Save the Wheat?",
+        [
+            "Harvest Robots Arrive at Three Family Farms!",
+            "Will Rain Save the Wheat Harvest?",
+            "Record Pumpkin Weighs In at 1,247 kg",
+            "JCB and AgriTech Launch Joint EV Tractor",
+        ],
+    ),
+    # A zero-width "blank" line, captions with and without their alt text.
+    "page_city_arts.txt": (
+        "City Arts Weekly: Museum Reopens; Players Win Award",
+        [
+            "Museum of Modern Craft Reopens After Two-Year Refit",
+            "Theatre Company Wins National Award",
+            "YouTube Music and iPlayer Team Up for the Proms",
+        ],
+    ),
+    "compact_retail_briefing.txt": (
+        "Retail Tech Briefing: Grocer Opens First Checkout-Free Store in Lisbon; "
+        "Payments Startup Partners with Regional Bank",
+        [
+            "Grocer Opens First Checkout-Free Store in Lisbon",
+            "Payments Startup Partners with Regional Bank",
+            "Warehouse Robots Cut Picking Times in Half",
+        ],
+    ),
+    "compact_city_digest.txt": (
+        "City Digest: New Library Opens; Night Buses Extended",
+        ["New Central Library Opens Its Doors", "Night Bus Routes Extended to the Suburbs"],
+    ),
+    # BOM, non-breaking spaces, "!" and "?" headlines, one that looks like a tag line.
+    "compact_fintech_weekly.txt": (
+        "Fintech Weekly: PayPal Adds WeChat Pay Support for Travellers; "
+        "Instant Payments Go Live Across the Eurozone!",
+        [
+            "PayPal Adds WeChat Pay Support for Travellers",
+            "Instant Payments Go Live Across the Eurozone!",
+            "Are Buy-Now-Pay-Later Loans Too Easy to Get?",
+            "Neobank Reaches Ten Million Customers",
+        ],
+    ),
+}
+
+
+def other(name: str) -> ParsedIssue:
+    return parse_file(DATA / name)
+
+
+def test_every_other_roundup_is_in_the_table() -> None:
+    assert sorted(OTHER_ROUNDUPS) == sorted(p.name for p in DATA.glob("*.txt"))
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_ROUNDUPS))
+def test_other_roundups_give_their_title_and_exact_headlines(name: str) -> None:
+    parsed = other(name)
+    assert (parsed.title, [i.headline for i in parsed.items]) == OTHER_ROUNDUPS[name]
+    assert all(item.paragraphs for item in parsed.items)
+
+
+def test_other_page_scrape_drops_furniture_and_keeps_intro_tags_and_links() -> None:
+    parsed = other("page_market_week.txt")
     assert parsed.intro.count("\n\n") == 1
     assert parsed.items[2].link_text == "Watch the video interview here"
     assert (
@@ -210,13 +280,8 @@ def test_other_page_scrape_gives_its_own_headlines_intro_tags_and_links() -> Non
 
 
 def test_page_scrape_with_crlf_and_caption_and_no_intro() -> None:
-    parsed = parse_file(DATA / "page_harbour_notes.txt")
-    assert parsed.title == "Harbour Notes: Ferries Return"
+    parsed = other("page_harbour_notes.txt")
     assert parsed.intro == ""
-    assert [i.headline for i in parsed.items] == [
-        "Ferries Return to the Northern Islands",
-        "Fishing Quotas Set for the Coming Year",
-    ]
     assert parsed.items[0].paragraphs == [
         "After a winter without service, the ferry to the northern islands sails again"
         " from Monday.",
@@ -225,26 +290,103 @@ def test_page_scrape_with_crlf_and_caption_and_no_intro() -> None:
     assert parsed.items[1].link_text == "Read the full decision here"
 
 
-def test_other_compact_digest_with_multi_line_body() -> None:
-    parsed = parse_file(DATA / "compact_retail_briefing.txt")
-    assert parsed.title.startswith("Retail Tech Briefing: Grocer Opens First Checkout-Free Store")
-    assert [i.headline for i in parsed.items] == [
-        "Grocer Opens First Checkout-Free Store in Lisbon",
-        "Payments Startup Partners with Regional Bank",
-        "Warehouse Robots Cut Picking Times in Half",
-    ]
-    assert parsed.items[1].paragraphs[-1] == "The service starts in September."
+def test_compact_digests_keep_multi_line_bodies_title_lines_and_links() -> None:
+    assert other("compact_retail_briefing.txt").items[1].paragraphs[-1] == (
+        "The service starts in September."
+    )
+    city = other("compact_city_digest.txt")
+    assert city.intro == "This is your weekly digest of what changed in the city."
+    assert city.items[1].link_text == "Learn more about the new timetable here"
 
 
-def test_compact_digest_with_a_title_line_keeps_it() -> None:
-    parsed = parse_file(DATA / "compact_city_digest.txt")
-    assert parsed.title == "City Digest: New Library Opens; Night Buses Extended"
-    assert parsed.intro == "This is your weekly digest of what changed in the city."
-    assert [i.headline for i in parsed.items] == [
-        "New Central Library Opens Its Doors",
-        "Night Bus Routes Extended to the Suburbs",
+def test_page_scrape_with_bom_crlf_exclamations_questions_and_a_titled_pull_quote() -> None:
+    data = (DATA / "page_farm_gazette.txt").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfFarm Gazette") and b"\r\n" in data
+    parsed = parse_document(decode(data, source_name="f.txt"), source_name="f.txt")
+    # The title ends in "?" and is still the title, so its repeat below is dropped.
+    assert parsed.intro.startswith("Welcome to the Farm Gazette")
+    assert parsed.intro.count("\n\n") == 1
+    robots, rain, pumpkin, tractor = parsed.items
+    # The photo and caption between the headline and the story are gone; the quote stays.
+    assert robots.paragraphs == [
+        "Three family farms in Herefordshire have started using strawberry-picking robots"
+        " this season.",
+        "“The robots work through the night, so the fruit reaches the shops a day earlier,”"
+        " said farmer Ruth Evans.",
+        "Each robot picks around 25,000 strawberries a day.",
     ]
-    assert parsed.items[1].link_text == "Learn more about the new timetable here"
+    # A non-breaking space is an ordinary space; the link line stays with its item.
+    assert rain.paragraphs[0].startswith("After the driest spring in 50 years,")
+    assert rain.link_text == "Read the full forecast here"
+    # The title-cased pull quote repeats the body: neither a headline nor a paragraph.
+    assert len(pumpkin.paragraphs) == 2 and not pumpkin.paragraphs[1].startswith("“")
+    assert (tractor.paragraphs, tractor.link_text) == (
+        ["The two companies will build an electric tractor for small farms."],
+        "Learn more about the tractor here",
+    )
+    assert parsed.tags == ["Farm Machinery", "Harvest", "JCB", "Weather", "Pumpkins"]
+
+
+def test_compact_digest_with_bom_and_headlines_that_exclaim_ask_or_look_like_tags() -> None:
+    parsed = other("compact_fintech_weekly.txt")
+    assert parsed.intro.startswith("The Fintech Weekly is a digest") and parsed.tags == []
+    assert parsed.items[1].paragraphs[0].startswith("Banks in 20 countries now send")
+    assert parsed.items[1].paragraphs[1].startswith("“This is the biggest change to payments")
+    assert parsed.items[2].link_text == "Read the consultation here"
+    assert [len(i.paragraphs) for i in parsed.items] == [1, 2, 1, 1]
+
+
+def test_page_scrape_with_invisible_blank_lines_and_captions_without_their_photo() -> None:
+    parsed = other("page_city_arts.txt")
+    museum, theatre, proms = parsed.items
+    # A line holding only a zero-width space is blank, so the intro ends there.
+    assert parsed.intro == (
+        "The City Arts Weekly rounds up news from galleries, theatres and music venues."
+    )
+    # The photo directly under the headline (no blank line between) is not the story.
+    assert museum.paragraphs == [
+        "The Museum of Modern Craft reopened on Saturday after a two-year, £40 million refit.",
+        "Entry remains free.",
+    ]
+    # A credited caption whose alt text was lost is neither a headline nor a paragraph.
+    assert theatre.paragraphs == [
+        "The Riverside Players won best ensemble at the national theatre awards on Sunday.",
+        "The company was founded in 1998 in a disused warehouse.",
+    ]
+    assert proms.link_text == "Read more about the Proms stream here"
+
+
+def test_unicode_line_separators_end_lines() -> None:
+    text = (
+        "The Port Digest is a weekly digest of news from the port.\u2028"
+        "Cranes Arrive at the Container Terminal\u2029"
+        "Four new cranes arrived by ship on Monday.\x85"
+        "Dredging Starts in the Channel\r"
+        "Work to deepen the channel begins next week.\n"
+    )
+    parsed = parse_document(text, source_name="port.txt")
+    assert [(i.headline, i.line) for i in parsed.items] == [
+        ("Cranes Arrive at the Container Terminal", 2),
+        ("Dredging Starts in the Channel", 4),
+    ]
+
+
+def test_a_section_label_before_a_question_headline_is_not_an_empty_item() -> None:
+    text = (
+        "Weekly Notes: Rates and Rain\n\nIntro for the week.\n\n"
+        "Rates Rise Again\n\nThe bank raised rates by a quarter point.\n\n"
+        "In Brief\n\nWill It Rain on Sunday?\n\nForecasters are split.\n"
+    )
+    parsed = parse_document(text, source_name="notes.txt")
+    assert [(i.headline, i.paragraphs) for i in parsed.items] == [
+        ("Rates Rise Again", ["The bank raised rates by a quarter point."]),
+        ("Will It Rain on Sunday?", ["Forecasters are split."]),
+    ]
+
+
+def test_a_document_that_only_repeats_its_title_is_refused_not_a_crash() -> None:
+    with pytest.raises(IngestError, match=r"^t\.txt:1: no items found"):
+        parse_document("Weekly Notes\n\nWeekly Notes\n", source_name="t.txt")
 
 
 def test_camel_case_headline_mid_document_is_not_taken_for_a_tag_line() -> None:
@@ -326,6 +468,11 @@ def test_bad_markdown_names_the_line(text: str, line: int, fragment: str) -> Non
     assert str(err.value).startswith(f"seeds/x.md:{line}: ")
 
 
+def test_markdown_title_written_over_several_lines_is_one_line() -> None:
+    text = "---\ntitle: |\n  Weekly\n  Roundup\n---\n## A Story\n\nBody.\n"
+    assert parse_document(text, source_name="x.md").title == "Weekly Roundup"
+
+
 def test_empty_text_file_is_refused() -> None:
     with pytest.raises(IngestError, match=r"^a\.txt:1: file is empty$"):
         parse_document(" \n\n", source_name="a.txt")
@@ -373,6 +520,17 @@ def test_reingesting_the_same_content_creates_nothing(session: Session, tmp_path
     )  # same words, other line endings
     again = ingest_file(session=session, path=copy)
     assert (again.created, again.issue_id, again.item_count) == (False, first.issue_id, 6)
+    assert len(session.exec(select(Issue)).all()) == 1
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.txt")), ids=lambda p: p.stem)
+def test_other_roundups_ingest_once(session: Session, path: Path) -> None:
+    first = ingest_file(session=session, path=path)
+    session.commit()
+    again = ingest_file(session=session, path=path)
+    assert first.created and not again.created and again.issue_id == first.issue_id
+    assert first.item_count == len(parse_file(path).items) >= 2
+    assert len(session.exec(select(Item)).all()) == first.item_count
     assert len(session.exec(select(Issue)).all()) == 1
 
 

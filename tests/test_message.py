@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import email.policy
 import re
 import smtplib
 import time
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 import dkim
@@ -124,6 +127,15 @@ def test_list_unsubscribe_offers_one_click_https_and_mailto(factory) -> None:
     assert read_token("unsubscribe", mailto.split("unsubscribe-", 1)[1]) == ALICE.subscriber_id
 
 
+def test_without_an_unsubscribe_mailbox_only_the_https_uri_is_offered(
+    factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "unsubscribe_mailto", "")
+    msg = _strict(factory.build(ALICE).data)
+    (url,) = re.findall(r"<([^>]+)>", str(msg["List-Unsubscribe"]))
+    assert url.startswith(f"{settings.base_url}/unsubscribe/")
+
+
 def test_envelope_sender_is_verp_for_subscriber_and_issue(factory) -> None:
     out = factory.build(ALICE)
     assert out.envelope_from == f"bounces+17-42@{settings.bounce_domain}"
@@ -197,6 +209,57 @@ def test_name_with_crlf_cannot_add_a_header(factory) -> None:
     assert set(msg.keys()) == EXPECTED_HEADERS
     assert [a.addr_spec for a in msg["To"].addresses] == ["eve@example.org"]
     assert not any(line.lower().startswith(b"bcc:") for line in _header_lines(data))
+
+
+LINE_BREAKS = ["\r\n", "\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c"]
+
+
+def _strict(data: bytes) -> EmailMessage:
+    """Parse with a policy that raises on any defect instead of recording it."""
+    msg = BytesParser(policy=email.policy.strict).parsebytes(data)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+@pytest.mark.parametrize("brk", LINE_BREAKS, ids=lambda b: f"U+{ord(b[-1]):04X}")
+def test_no_line_break_in_a_name_or_subject_can_add_a_header(digest, brk: str) -> None:
+    eve = Recipient(3, "eve@example.org", f"Eve{brk}Bcc: x@evil.test")
+    subject = f"Hi{brk}Bcc: y@evil.test"
+    data = MessageFactory(digest=digest, issue_id=1, subject=subject).build(eve).data
+    msg = _strict(data)
+    assert set(msg.keys()) == EXPECTED_HEADERS
+    assert msg["Subject"] == "Hi Bcc: y@evil.test"
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [
+        ("Eve Bcc: x@evil.test", "eve@example.org")
+    ]
+    assert not any(line.lower().startswith(b"bcc:") for line in _header_lines(data))
+
+
+def test_a_very_long_unbreakable_name_still_keeps_lines_under_998_octets(digest, dkim_key) -> None:
+    data = MessageFactory(digest=digest, issue_id=1).build(
+        Recipient(3, "x@example.org", "N" * 2000)
+    )
+    assert max(len(line) for line in data.data.split(b"\r\n")) <= 998
+    to = _strict(data.data)["To"].addresses[0]
+    # Python's parser puts a space between encoded words; mail clients do not.
+    assert (to.display_name.replace(" ", ""), to.addr_spec) == ("N" * 2000, "x@example.org")
+    assert _verify(data, dkim_key)
+
+
+def test_control_characters_never_reach_a_header(digest) -> None:
+    out = MessageFactory(digest=digest, issue_id=1, subject="A\x00B\x7fC\x9fD").build(
+        Recipient(3, "x@example.org", "Zo\x80ë\x1b[31m")
+    )
+    head = out.data.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and not re.search(rb"[\x00-\x1f\x7f]", head.replace(b"\r\n", b""))
+    msg = _strict(out.data)
+    assert msg["Subject"] == "A B C D"
+    assert msg["To"].addresses[0].display_name == "Zo ë [31m"
+
+
+def test_whole_message_parses_under_a_strict_policy(factory) -> None:
+    msg = _strict(factory.build(Recipient(3, "zoe@example.org", "Zoë Ünïcode")).data)
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
 
 
 def test_subject_with_newline_cannot_add_a_header(digest) -> None:

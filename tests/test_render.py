@@ -109,16 +109,12 @@ def test_test_digest_subject_and_body_say_test() -> None:
     assert "TEST SEND" in text
 
 
-def test_digest_greets_recipient_by_first_name() -> None:
-    html, text = _digest()[2].personalise(ALICE)
-    assert "Hi Alice," in html
-    assert "Hi Alice," in text
-
-
-def test_digest_greets_nameless_recipient_generically() -> None:
-    html, text = _digest()[2].personalise(Recipient(3, "x@example.org"))
-    assert "Hi there," in html
-    assert "Hi there," in text
+@pytest.mark.parametrize(
+    ("recipient", "greeting"), [(ALICE, "Hi Alice,"), (Recipient(3, "x@example.org"), "Hi there,")]
+)
+def test_digest_greets_by_first_name_or_generically(recipient: Recipient, greeting: str) -> None:
+    html, text = _digest()[2].personalise(recipient)
+    assert greeting in html and greeting in text
 
 
 def test_personal_values_are_escaped_in_html_only() -> None:
@@ -214,6 +210,68 @@ def test_html_is_responsive_single_column_for_phones() -> None:
     html, _ = _digest()[2].personalise(ALICE)
     assert 'name="viewport"' in html
     assert "@media only screen and (min-width:480px)" in html
+
+
+def test_html_fetches_nothing_when_opened() -> None:
+    html, _ = _digest()[2].personalise(ALICE)
+    assert not re.search(r"<(link|img|script|iframe)\b|\bsrc=|@import|url\(", html, re.I)
+
+
+def test_each_reason_is_a_badge_above_its_headline_coloured_by_kind() -> None:
+    items = [
+        {"headline": "Pinned story", "pinned": True},
+        {"headline": "Logistics story", "topics": ["logistics"]},
+        {"headline": "Other story", "topics": ["cloud-ai"]},
+    ]
+    html, text = _digest(items)[2].personalise(ALICE)
+    badges = re.findall(r'<span class="badge" style="([^"]+)">([^<]+)</span>\s*</p>\s*<h2>', html)
+    reasons = [reason for _, reason in badges]
+    assert reasons == ["Editor&#39;s pick", "You follow Logistics", "Also this week"]
+    assert len({style for style, _ in badges}) == 3  # one colour per kind of reason
+    assert "[You follow Logistics]\nLogistics story" in text
+
+
+def _luminance(css: str) -> float:
+    channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_digest_in_a_browser_is_one_column_on_a_phone_with_readable_badges(
+    browser_page,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.fixtures.web import screenshot
+
+    items = [
+        {"headline": "Pinned: the editor's pick of the week", "pinned": True},
+        {"headline": "Cainiao builds smart warehouses in Karachi and Lahore",
+         "topics": ["logistics"], "body": "Two automated distribution centres. " * 8,
+         "link_text": "Read the full story", "link_url": "https://example.com/cainiao"},
+        {"headline": "Cloud news", "topics": ["cloud-ai"], "body": "Servers. " * 30},
+    ]
+    html, _ = _digest(items)[2].personalise(ALICE)
+    page = browser_page
+    page.set_content(html)
+    screenshot(page, "digest-email", widths=(375, 800))  # asserts no sideways scrolling
+    page.set_viewport_size({"width": 375, "height": 800})
+    boxes = page.eval_on_selector_all(
+        "h2, .badge, a[href^='https://example.com']",
+        "els => els.map(e => [e.tagName, e.getBoundingClientRect().toJSON()])",
+    )
+    headlines = [box for tag, box in boxes if tag == "H2"]
+    # One column: every headline starts at the same left edge and spans the screen.
+    assert len(headlines) == 3
+    assert {round(b["left"]) for b in headlines} == {24}
+    assert all(b["width"] >= 375 - 2 * 24 - 1 for b in headlines)
+    badges = [box for tag, box in boxes if tag == "SPAN"]
+    assert all(badge["bottom"] <= h["top"] for badge, h in zip(badges, headlines, strict=True))
+    colours = page.eval_on_selector_all(
+        ".badge",
+        "els => els.map(e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor])",
+    )
+    for fg, bg in colours:
+        light, dark = sorted([_luminance(fg), _luminance(bg)], reverse=True)
+        assert (light + 0.05) / (dark + 0.05) >= 7, (fg, bg)  # WCAG AAA
 
 
 def test_full_twelve_item_digest_stays_well_under_gmail_clipping() -> None:

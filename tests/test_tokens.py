@@ -69,3 +69,41 @@ def test_urls_use_base_url_and_carry_a_readable_token(monkeypatch: pytest.Monkey
         prefix = f"https://news.example.org/{path}/"
         assert url.startswith(prefix)
         assert read_token(purpose, url.removeprefix(prefix)) == 5
+
+
+@pytest.mark.parametrize("subscriber_id", [0, 7, 999_999_999, 2**31, 10**15, 111_111_111_111])
+def test_fast_tokens_are_exactly_what_itsdangerous_makes(
+    monkeypatch: pytest.MonkeyPatch, subscriber_id: int
+) -> None:
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
+    for purpose in (tokens.MANAGE, tokens.UNSUBSCRIBE):
+        reference = tokens._serializer(settings.secret_key, purpose).dumps(subscriber_id)
+        assert make_token(purpose, subscriber_id) == reference
+        assert read_token(purpose, make_token(purpose, subscriber_id)) == subscriber_id
+
+
+def test_a_changed_secret_key_changes_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
+    before = make_token("manage", 5)
+    monkeypatch.setattr(settings, "secret_key", "rotated-secret")
+    assert make_token("manage", 5) != before
+    assert read_token("manage", make_token("manage", 5)) == 5
+
+
+def test_one_recipient_costs_one_signature_per_purpose(monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.render import Recipient, personal_values
+
+    made: list[str] = []
+    real = tokens.make_token
+
+    def counting(purpose: str, subscriber_id: int) -> str:
+        made.append(purpose)
+        return real(purpose, subscriber_id)
+
+    monkeypatch.setattr(tokens, "make_token", counting)
+    values = personal_values(Recipient(5, "a@example.org", "A"))
+    assert sorted(made) == ["manage", "unsubscribe"]
+    assert values.unsubscribe_url.endswith("/unsubscribe/" + values.unsubscribe_token)
+    assert read_token("manage", values.manage_url.rsplit("/", 1)[1]) == 5

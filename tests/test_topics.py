@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
 
 from newsletter.ingest import parse_document
-from newsletter.models import (
-    Issue,
-    Item,
-    ItemTopic,
-    Subscriber,
-    SubscriberStatus,
-    SubscriberTopic,
-    Topic,
-    utcnow,
-)
+from newsletter.models import Issue, Item, ItemTopic, Topic, utcnow
 from newsletter.topics import (
     TaxonomyError,
     TopicSpec,
@@ -97,14 +88,9 @@ def test_duplicate_slug_is_refused_naming_both_lines(tmp_path: Path) -> None:
 
 
 def test_sync_updates_by_slug_and_deletes_only_unused_topics(
-    session: Session, tmp_path: Path
+    session: Session, tmp_path: Path, make_subscriber
 ) -> None:
-    in_use = session.exec(select(Topic).where(Topic.slug == "africa")).one()
-    sub = Subscriber(email="a@example.org", status=SubscriberStatus.confirmed)
-    session.add(sub)
-    session.flush()
-    session.add(SubscriberTopic(subscriber_id=sub.id, topic_id=in_use.id))
-    session.flush()
+    make_subscriber(topics=["africa"])
     path = write(tmp_path, GOOD.replace('"a"', '"logistics"').replace('"A"', '"Parcels"'))
     assert sync_topics(session=session, path=path) == 1
     slugs = {t.slug: t.name for t in session.exec(select(Topic)).all()}
@@ -211,14 +197,14 @@ def test_split_tag_line_protects_known_camel_case_words() -> None:
 # --- Editing tags and counts ------------------------------------------------------
 
 
-def make_item(session: Session) -> Item:
-    issue = Issue(title="T", issue_date=date(2024, 1, 1), updated_at=utcnow() - timedelta(days=1))
+@pytest.fixture
+def item(session: Session, make_issue) -> Item:
+    """An untagged item whose issue was last updated a day ago."""
+    issue = make_issue(items=["H"])
+    issue.updated_at = utcnow() - timedelta(days=1)
     session.add(issue)
     session.flush()
-    item = Item(issue_id=issue.id, headline="H", body="B.")
-    session.add(item)
-    session.flush()
-    return item
+    return session.exec(select(Item).where(Item.issue_id == issue.id)).one()
 
 
 def item_slugs(session: Session, item_id: int) -> set[tuple[str, str]]:
@@ -228,8 +214,7 @@ def item_slugs(session: Session, item_id: int) -> set[tuple[str, str]]:
     return set(rows)
 
 
-def test_set_item_topics_replaces_tags_and_bumps_the_issue(session: Session) -> None:
-    item = make_item(session)  # its issue was last updated a day ago
+def test_set_item_topics_replaces_tags_and_bumps_the_issue(session: Session, item: Item) -> None:
     session.add(ItemTopic(item_id=item.id, topic_id=_topic_id(session, "travel"), source="auto"))
     session.flush()
     assert set_item_topics(session=session, item_id=item.id, slugs=["europe", "africa"]) == [
@@ -247,28 +232,21 @@ def _topic_id(session: Session, slug: str) -> int:
     return topic.id
 
 
-def test_set_item_topics_refuses_unknown_slug_and_lists_valid_ones(session: Session) -> None:
-    item = make_item(session)
+def test_set_item_topics_refuses_unknown_slug_and_lists_valid_ones(
+    session: Session, item: Item
+) -> None:
     set_item_topics(session=session, item_id=item.id, slugs=["travel"])
     with pytest.raises(ValueError, match=r"unknown topic 'nope'; valid topics: africa, cloud-ai"):
         set_item_topics(session=session, item_id=item.id, slugs=["europe", "nope"])
     assert item_slugs(session, item.id) == {("travel", "editor")}
 
 
-def test_topic_counts_count_items_and_only_confirmed_subscribers(session: Session) -> None:
-    item = make_item(session)
+def test_topic_counts_count_items_and_only_confirmed_subscribers(
+    session: Session, item: Item, make_subscriber
+) -> None:
     set_item_topics(session=session, item_id=item.id, slugs=["travel", "europe"])
-    travel = session.exec(select(Topic).where(Topic.slug == "travel")).one()
-    for email, status in [
-        ("a@x.org", SubscriberStatus.confirmed),
-        ("b@x.org", SubscriberStatus.pending),
-        ("c@x.org", SubscriberStatus.confirmed),
-    ]:
-        sub = Subscriber(email=email, status=status)
-        session.add(sub)
-        session.flush()
-        session.add(SubscriberTopic(subscriber_id=sub.id, topic_id=travel.id))
-    session.flush()
+    for confirmed in (True, False, True):
+        make_subscriber(topics=["travel"], confirmed=confirmed)
     counts = {t.slug: (items, subs) for t, items, subs in topic_counts(session=session)}
     assert counts["travel"] == (1, 2)
     assert counts["europe"] == (1, 0)

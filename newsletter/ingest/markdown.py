@@ -170,7 +170,7 @@ def parse_markdown(text: str, *, source_name: str) -> ParsedIssue:
     title = meta.get("title")
     if title is not None and not isinstance(title, str | int | float):
         raise IngestError(source_name, _key_line(lines, "title", first), "title must be text")
-    title = str(title).strip() if title is not None else ""
+    title = " ".join(str(title).split()) if title is not None else ""
 
     issue_date = meta.get("date")
     if issue_date is not None:

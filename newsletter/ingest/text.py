@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from newsletter.ingest.types import IngestError, ParsedIssue, ParsedItem
-from newsletter.topics import split_tag_line
+from newsletter.topics import INNER_CAPITALS, split_tag_line
 
 # Site furniture, matched against a whole line (case-insensitive).
 BOILERPLATE = [
@@ -62,6 +62,12 @@ ROUNDUP_NAME = re.compile(
     r"^The\s*(?P<name>[A-Z][\w.&’'-]*(?:\s+[A-Z][\w.&’'-]*)*?\s+"
     r"(?:Roundup|Round-Up|Round-up|Digest|Newsletter|Briefing|Bulletin|Weekly))\b"
 )
+# "... in her workshop. Photo credit: Market Week" (the credit is short, not a sentence).
+CREDIT_TAIL = re.compile(r"\b(photo|image|picture) credits?:[^!?]{1,60}$", re.IGNORECASE)
+# Line ends of every platform, and Unicode's own (U+2028, U+2029, NEL).
+LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
+# Zero-width characters scrapes leave behind: a line of only these is blank.
+INVISIBLE = re.compile(r"[\ufeff\u200b\u2060]")
 MAX_HEADLINE_WORDS = 20
 MAX_HEADLINE_CHARS = 160
 LONG_BODY_WORDS = 25
@@ -86,9 +92,17 @@ def ends_sentence(text: str) -> bool:
     return bool(SENTENCE_END.search(text))
 
 
+def is_titled_exclamation(text: str) -> bool:
+    """A title-cased line ending in "?" or "!" ("Will Rain Save the Wheat?"): a
+    headline or title, not prose."""
+    return text.rstrip(CLOSERS)[-1:] in ("?", "!") and title_case_ratio(text) >= 0.75
+
+
 def is_body(text: str) -> bool:
     """Prose: ends like a sentence, or is too long to be anything else."""
-    return ends_sentence(text) or len(text.split()) >= LONG_BODY_WORDS
+    if len(text.split()) >= LONG_BODY_WORDS:
+        return True
+    return ends_sentence(text) and not is_titled_exclamation(text)
 
 
 def title_case_ratio(text: str) -> float:
@@ -119,17 +133,16 @@ def is_headline_shaped(text: str) -> bool:
         return False
     if is_link_text(text) or is_boilerplate(text):
         return False
-    # A title-cased question is a headline; any other sentence ending is prose.
-    if ends_sentence(text) and not (
-        text.rstrip(CLOSERS).endswith("?") and title_case_ratio(text) >= 0.75
-    ):
+    if ends_sentence(text) and not is_titled_exclamation(text):
         return False
     return title_case_ratio(text) >= 0.6
 
 
 def is_title_shaped(text: str) -> bool:
     """The document's first line: like a headline but may be long or sentence-cased."""
-    return len(text) <= 300 and not ends_sentence(text) and not is_boilerplate(text)
+    if len(text) > 300 or is_boilerplate(text):
+        return False
+    return not ends_sentence(text) or is_titled_exclamation(text)
 
 
 def is_tag_line(text: str) -> bool:
@@ -153,15 +166,34 @@ def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"\w+", _fold(text)) if len(w) > 2}
 
 
-def is_caption(lines: list[str]) -> bool:
+def has_photo_credit(text: str) -> bool:
+    """A caption ends with its credit ("... in Seville. Photo credit: Market Week")."""
+    return bool(CREDIT_TAIL.search(text))
+
+
+def is_caption(alt: str, caption: str) -> bool:
     """A photo's alt text directly followed by its caption (no blank line between)."""
-    alt, rest = lines[0], " ".join(lines[1:])
     if len(alt.split()) > 8 or ends_sentence(alt):
         return False
-    if re.search(r"\b(photo|image) credit", rest, re.IGNORECASE):
+    if has_photo_credit(caption):
         return True
     alt_words = _words(alt)
-    return bool(alt_words) and len(alt_words & _words(rest)) / len(alt_words) >= 0.66
+    return bool(alt_words) and len(alt_words & _words(caption)) / len(alt_words) >= 0.66
+
+
+def _without_captions(block: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """A block's lines minus photo captions (alt text + caption, or a credited caption)."""
+    texts = [t for _, t in block]
+    if len(block) == 2 and is_caption(*texts):
+        return []
+    drop: set[int] = set()
+    for index, text in enumerate(texts):
+        if has_photo_credit(text):
+            drop.add(index)
+            # A headline, then the photo's alt text and caption with no blank line between.
+            if index > 1 and is_caption(texts[index - 1], text):
+                drop.add(index - 1)
+    return [line for index, line in enumerate(block) if index not in drop]
 
 
 def fix_glued_the(text: str) -> str:
@@ -174,8 +206,8 @@ def fix_glued_the(text: str) -> str:
 
 def normalise(text: str) -> str:
     """The canonical form of a document (also what its content hash is taken of)."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = text.replace("\u00a0", " ").replace("\ufeff", "")
+    text = LINE_BREAKS.sub("\n", unicodedata.normalize("NFC", text))
+    text = INVISIBLE.sub("", text.replace("\u00a0", " "))
     lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.split("\n")]
     return "\n".join(lines).strip("\n")
 
@@ -200,7 +232,10 @@ def _paragraphs(lines: list[str], *, known_tags: list[str]) -> tuple[list[Para],
     # Brand names written with inner capitals in the text ("TikTok") are words, not
     # two glued tags.
     camel = {
-        w for line in lines[: last_prose + 1] for w in re.findall(r"\b\w*[a-z][A-Z]\w*\b", line)
+        w
+        for line in lines[: last_prose + 1]
+        for w in re.findall(r"\w+", line)
+        if INNER_CAPITALS.search(w)
     }
     for number, line in enumerate(lines, 1):
         if line and is_boilerplate(line):
@@ -224,15 +259,13 @@ def _paragraphs(lines: list[str], *, known_tags: list[str]) -> tuple[list[Para],
     else:
         blocks = [[(n, line)] for n, line in kept if line]
 
-    paragraphs: list[Para] = []
-    for block in blocks:
-        texts = [t for _, t in block]
-        if len(block) > 1 and is_caption(texts):
-            continue
-        # Lines without a blank between them that are not a caption are still
-        # separate paragraphs: the scraper only dropped the blank line.
-        paragraphs.extend(Para(n, t) for n, t in block)
-    return paragraphs, tags
+    # Lines without a blank between them that are not a caption are still separate
+    # paragraphs: the scraper only dropped the blank line.
+    paragraphs = [Para(n, t) for block in blocks for n, t in _without_captions(block)]
+    # Pull quotes repeat a sentence of the story in large type; dropped before
+    # looking for headlines, as a title-cased one would look like a headline.
+    texts = [p.text for p in paragraphs]
+    return [p for p in paragraphs if not is_pull_quote(p.text, texts)], tags
 
 
 def _derive_title(intro: list[str], items: list[ParsedItem]) -> str:
@@ -248,13 +281,12 @@ def _derive_title(intro: list[str], items: list[ParsedItem]) -> str:
 
 
 def _build_item(headline: Para, body: list[Para], kind: str = "news") -> ParsedItem:
-    texts = [p.text for p in body]
     paragraphs: list[str] = []
     link_text = ""
-    for text in texts:
+    for text in (p.text for p in body):
         if is_link_text(text):
             link_text = link_text or text.rstrip(".")
-        elif not is_pull_quote(text, texts):
+        else:
             paragraphs.append(text)
     return ParsedItem(
         headline=headline.text,
@@ -290,7 +322,7 @@ def parse_text(text: str, *, source_name: str, known_tags: list[str] | None = No
         if not title or not paragraphs:
             raise IngestError(
                 source_name,
-                paragraphs[0].line,
+                paragraphs[0].line if paragraphs else 1,
                 "no items found: expected headlines (short title-cased lines) each "
                 "followed by body text",
             )
@@ -298,10 +330,19 @@ def parse_text(text: str, *, source_name: str, known_tags: list[str] | None = No
         item = _build_item(Para(1, title), paragraphs, kind="feature")
         return ParsedIssue(title=title, intro="", items=[item], tags=tags)
 
-    intro = [fix_glued_the(p.text) for p in paragraphs[: starts[0]]]
+    # A headline-shaped line right before a headline is a section label ("In Brief"),
+    # not part of the story before it.
+    labels = {
+        i - 1
+        for i in starts
+        if i > 0 and i - 1 not in starts and is_headline_shaped(paragraphs[i - 1].text)
+    }
+    kept = [p for i, p in enumerate(paragraphs) if i not in labels]
+    starts = [kept.index(paragraphs[i]) for i in starts]
+    intro = [fix_glued_the(p.text) for p in kept[: starts[0]]]
     items = [
-        _build_item(paragraphs[start], paragraphs[start + 1 : end])
-        for start, end in zip(starts, [*starts[1:], len(paragraphs)], strict=True)
+        _build_item(kept[start], kept[start + 1 : end])
+        for start, end in zip(starts, [*starts[1:], len(kept)], strict=True)
     ]
     for item in items:
         if not item.paragraphs:
