@@ -56,7 +56,14 @@ class RenderedEmail:
 
 def wrap_text(value: object, width: int = 72, indent: str = "") -> str:
     """Wrap each paragraph to `width` columns; long words (URLs) are never broken."""
-    paragraphs = [p for p in re.split(r"\n\s*\n", str(value)) if p.strip()]
+    return _wrap(str(value), width, indent)
+
+
+# An issue's paragraphs recur in hundreds of compositions per send; textwrap is
+# slow enough that re-wrapping them dominated the send profile.
+@lru_cache(maxsize=4096)
+def _wrap(value: str, width: int, indent: str) -> str:
+    paragraphs = [p for p in re.split(r"\n\s*\n", value) if p.strip()]
     return "\n\n".join(
         textwrap.fill(
             " ".join(p.split()),

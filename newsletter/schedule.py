@@ -97,28 +97,29 @@ def due_issue_ids(*, session: Session, now: datetime | None = None) -> list[int]
 
     * every `scheduled` issue whose scheduled_for has passed;
     * within SLOT_GRACE after the weekly slot: the newest `approved` issue approved
-      before the slot, unless an issue already started in this slot or a
-      newer-or-same-date issue went out.
+      before the slot, unless an issue already started in this slot, a scheduled
+      one is due now, or a newer-or-same-date issue went out.
     """
     now = now or utcnow()
     due = list(session.execute(
-        select(Issue.id).where(Issue.status == IssueStatus.scheduled,
+        select(col(Issue.id)).where(col(Issue.status) == IssueStatus.scheduled,
                                col(Issue.scheduled_for) <= now)
         .order_by(col(Issue.scheduled_for), col(Issue.id))
     ).scalars())
     slot = current_slot(now)
     started_this_slot = session.execute(
-        select(Issue.id).where(col(Issue.send_started_at) >= slot).limit(1)
+        select(col(Issue.id)).where(col(Issue.send_started_at) >= slot).limit(1)
     ).first()
-    if started_this_slot is None and now - slot <= SLOT_GRACE:
+    # A scheduled issue due now takes the slot: one issue per week, not two at once.
+    if not due and started_this_slot is None and now - slot <= SLOT_GRACE:
         candidate = session.execute(
-            select(Issue.id, Issue.issue_date).where(
-                Issue.status == IssueStatus.approved, col(Issue.approved_at) <= slot)
+            select(col(Issue.id), col(Issue.issue_date)).where(
+                col(Issue.status) == IssueStatus.approved, col(Issue.approved_at) <= slot)
             .order_by(col(Issue.issue_date).desc(), col(Issue.id).desc()).limit(1)
         ).first()
         if candidate is not None:
             newer_went_out = session.execute(
-                select(Issue.id).where(
+                select(col(Issue.id)).where(
                     col(Issue.status).in_(
                         (IssueStatus.sending, IssueStatus.paused, IssueStatus.sent)),
                     col(Issue.issue_date) >= candidate.issue_date,

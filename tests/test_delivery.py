@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -375,6 +376,213 @@ def test_sweep_leaves_live_leases_alone(
     assert rows(session, approved_issue.id)[0].status == DeliveryStatus.sending
 
 
+# --- a batch interrupted while it sends -------------------------------------------------
+
+
+class HookOnFirstData:
+    """Mixin for the recording SMTP server: run `hook()` while answering the first DATA.
+
+    The worker is then blocked waiting for that message's 250, so whatever the hook
+    commits (a sweep, a pause, an unsubscribe) happens in the middle of the batch.
+    """
+
+    hook: Callable[[], object] | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return await super().handle_DATA(server, session, envelope)  # type: ignore[misc]
+
+
+@pytest.fixture
+def hooked_smtp_server(smtp_server: SMTPTestServer) -> SMTPTestServer:
+    smtp_server.__class__ = type("HookedSMTPServer", (HookOnFirstData, type(smtp_server)), {})
+    return smtp_server
+
+
+def in_own_session(action: Callable[[Session], object]) -> Callable[[], None]:
+    """`action` in a committed session of its own (another process, in effect)."""
+    def run() -> None:
+        with db.session_scope() as s:
+            action(s)
+    return run
+
+
+@pytest.fixture
+def look_again_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running batch re-reads its issue and rows before every message, not every 2 s."""
+    monkeypatch.setattr(delivery.batch, "REFRESH_SECONDS", 0.0)
+
+
+def test_a_batch_never_sends_rows_the_sweep_handed_on(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    hooked_smtp_server: SMTPTestServer,
+) -> None:
+    # Another machine whose clock runs ahead sweeps our lease while we send message 1,
+    # and a second worker claims the batch. We must not send the other rows too.
+    readers = [make_subscriber() for _ in range(4)]
+    plan(session, approved_issue.id)
+    later = utcnow() + timedelta(hours=1)
+    tokens: list[str] = []
+
+    def take_over(s: Session) -> None:
+        delivery.sweep_expired_leases(session=s, now=later)
+        tokens.append(delivery.claim(session=s, issue_id=approved_issue.id, batch=1,
+                                     now=later)[0])
+
+    hooked_smtp_server.hook = in_own_session(take_over)
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert len(hooked_smtp_server.messages) == 1  # only the one already in flight
+    assert outcome.counts == {"lost_lease": 1}
+    taken = rows(session, approved_issue.id)
+    assert [r.status for r in taken] == [DeliveryStatus.sending] * len(readers)
+    assert {r.claim_token for r in taken} == {tokens[0]}
+
+
+def test_cancel_during_a_batch_stops_it_and_cancels_the_untried_rows(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    hooked_smtp_server: SMTPTestServer, look_again_every_message: None,
+) -> None:
+    for _ in range(3):
+        make_subscriber()
+    plan(session, approved_issue.id)
+    hooked_smtp_server.hook = in_own_session(
+        lambda s: delivery.cancel_send(session=s, issue_id=approved_issue.id))
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert len(hooked_smtp_server.messages) == 1
+    assert outcome.counts == {"sent": 1, "released": 2}
+    c = counts(approved_issue.id)
+    assert (c["sent"], c["cancelled"], c["pending"], c["sending"]) == (1, 2, 0, 0)
+    assert issue_status(session, approved_issue.id) == IssueStatus.cancelled
+
+
+def test_pause_during_a_batch_hands_rows_back_and_resume_sends_each_once(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    hooked_smtp_server: SMTPTestServer, look_again_every_message: None, redis_url: str,
+) -> None:
+    readers = [make_subscriber() for _ in range(3)]
+    plan(session, approved_issue.id)
+    hooked_smtp_server.hook = in_own_session(
+        lambda s: delivery.pause_send(session=s, issue_id=approved_issue.id))
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert len(hooked_smtp_server.messages) == 1
+    handed_back = [r for r in rows(session, approved_issue.id)
+                   if r.status == DeliveryStatus.pending]
+    assert len(handed_back) == 2
+    assert all(r.attempts == 0 and r.claim_token == "" for r in handed_back)
+    assert delivery.resume_send(session=session, issue_id=approved_issue.id)
+    session.commit()
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+    assert Counter(hooked_smtp_server.recipients()) == Counter(r.email for r in readers)
+    assert issue_status(session, approved_issue.id) == IssueStatus.sent
+
+
+def test_unsubscribe_during_a_batch_is_honoured_before_the_next_message(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    hooked_smtp_server: SMTPTestServer, look_again_every_message: None,
+) -> None:
+    first, leaving = make_subscriber(), make_subscriber()
+    plan(session, approved_issue.id)
+    hooked_smtp_server.hook = in_own_session(
+        lambda s: unsubscribe(session=s, subscriber_id=leaving.id, source="test"))
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert hooked_smtp_server.recipients() == [first.email]
+    by_sub = {r.subscriber_id: r.status for r in rows(session, approved_issue.id)}
+    assert by_sub[leaving.id] == DeliveryStatus.suppressed
+
+
+def test_claim_takes_nothing_once_the_issue_is_paused(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+) -> None:
+    # run_batch looks at the issue, then claims: a pause in between must win.
+    make_subscriber()
+    plan(session, approved_issue.id)
+    delivery.pause_send(session=session, issue_id=approved_issue.id)
+    session.commit()
+
+    token, _ = delivery.claim(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert delivery.load_claimed(session, token) == []
+    assert rows(session, approved_issue.id)[0].status == DeliveryStatus.pending
+
+
+def test_sweep_cancels_expired_rows_of_a_cancelled_issue(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+) -> None:
+    # A worker died holding rows of an issue the editor then cancelled.
+    make_subscriber()
+    plan(session, approved_issue.id)
+    delivery.claim(session=session, issue_id=approved_issue.id, batch=1)
+    delivery.cancel_send(session=session, issue_id=approved_issue.id)
+    session.commit()
+
+    delivery.sweep_expired_leases(session=session, now=utcnow() + timedelta(hours=1))
+    session.commit()
+
+    assert counts(approved_issue.id)["cancelled"] == 1
+    assert counts(approved_issue.id)["pending"] == 0
+
+
+def test_a_row_that_keeps_getting_4xx_fails_after_the_retry_limit(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.settings import settings
+
+    # The limit is per row, so it holds whichever task (a retry, a duplicate, one
+    # re-enqueued by the sweep) makes the attempts.
+    monkeypatch.setattr(settings, "send_max_retries", 1)
+    monkeypatch.setattr(settings, "send_retry_base_seconds", 0.01)
+    busy = make_subscriber()
+    smtp_server.reject(busy.email, "451 4.3.0 mailbox busy")
+    plan(session, approved_issue.id)
+
+    first = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+    time.sleep(0.05)
+    second = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert (first.counts, second.counts) == ({"deferred": 1}, {"failed": 1})
+    [row] = rows(session, approved_issue.id)
+    assert (row.status, row.attempts) == (DeliveryStatus.failed, 2)
+    assert row.error.startswith("out of retries after 2 attempts: 451")
+    assert second.retry_in is None
+    assert issue_status(session, approved_issue.id) == IssueStatus.sent
+
+
+def test_postgresql_sent_marks_leave_no_asynchronous_commit_in_the_pool(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer,
+) -> None:
+    engine = session.get_bind()
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    make_subscriber()
+    plan(session, approved_issue.id)
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    # Check out every pooled connection at once: none may still commit asynchronously.
+    raws = [engine.raw_connection() for _ in range(engine.pool.checkedin() + 1)]
+    try:
+        for raw in raws:
+            cur = raw.cursor()
+            cur.execute("SHOW synchronous_commit")
+            assert cur.fetchone()[0] == "on"
+            cur.close()
+    finally:
+        for raw in raws:
+            raw.close()
+
+
 # --- through a real Celery worker ------------------------------------------------------
 
 
@@ -476,3 +684,22 @@ def test_beat_firing_twice_sends_the_due_issue_once(
     wait_until(lambda: counts(issue.id)["sent"] == 3, message=celery_workers.logs)
     time.sleep(1)
     assert Counter(smtp_server.recipients()) == Counter(r.email for r in readers)
+
+
+def test_worker_gives_up_after_the_retry_limit_and_finishes_the_issue(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer, celery_workers: WorkerFactory,
+) -> None:
+    busy, fine = make_subscriber(), make_subscriber()
+    smtp_server.reject(busy.email, "451 4.3.0 mailbox busy")
+    celery_workers.start(SEND_MAX_RETRIES="2")
+
+    delivery.start_send(issue_id=approved_issue.id)
+
+    wait_until(lambda: issue_status(session, approved_issue.id) == IssueStatus.sent,
+               timeout=30, message=celery_workers.logs)
+    by_sub = {r.subscriber_id: r for r in rows(session, approved_issue.id)}
+    assert by_sub[fine.id].status == DeliveryStatus.sent
+    assert (by_sub[busy.id].status, by_sub[busy.id].attempts) == (DeliveryStatus.failed, 3)
+    assert "out of retries" in by_sub[busy.id].error
+    assert smtp_server.rcpt_attempts.count(busy.email) == 3

@@ -142,3 +142,16 @@ def test_a_slot_missed_by_more_than_a_day_is_skipped(
 ) -> None:
     _approved(make_issue, session, at=utc(2025, 10, 24), issue_date=date(2025, 10, 27))
     assert schedule.due_issue_ids(session=session, now=utc(2025, 10, 28, 9, 1)) == []
+
+
+def test_a_scheduled_issue_due_in_the_slot_is_the_only_one_sent(
+    session: Session, make_issue: Callable[..., Issue], london: None
+) -> None:
+    _approved(make_issue, session, at=utc(2025, 10, 24), issue_date=date(2025, 10, 20))
+    scheduled = make_issue(items=["A story"], status=IssueStatus.scheduled,
+                           issue_date=date(2025, 10, 27))
+    scheduled.scheduled_for = utc(2025, 10, 27, 9)
+    session.add(scheduled)
+    session.commit()
+
+    assert schedule.due_issue_ids(session=session, now=utc(2025, 10, 27, 9, 1)) == [scheduled.id]

@@ -13,9 +13,14 @@ from workers.celery_app import app
 log = logging.getLogger(__name__)
 
 
-@app.task(bind=True, acks_late=True, max_retries=None, name="workers.tasks.send_batch")
+@app.task(bind=True, acks_late=True, max_retries=settings.send_max_retries,
+          name="workers.tasks.send_batch")
 def send_batch(self: Task, issue_id: int, batch: int) -> dict[str, int]:
-    """Send one planned batch. Rows deferred by 4xx/disconnects retry the whole task."""
+    """Send one planned batch. Rows deferred by 4xx/disconnects retry the whole task.
+
+    Each row also stops at SEND_MAX_RETRIES + 1 attempts on its own (the ledger counts
+    them), so duplicates and re-enqueued tasks cannot retry a recipient for ever.
+    """
     with db.session_scope() as session:
         outcome = delivery.run_batch(session=session, issue_id=issue_id, batch=batch)
     if outcome.retry_in is None:

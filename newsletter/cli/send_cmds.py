@@ -16,15 +16,16 @@ from newsletter.models import Issue
 from newsletter.settings import settings
 
 OPEN_STATES = ("pending", "sending")
+SWEEP_SECONDS = 30.0  # how often a waiting `send` with private services sweeps leases
 
 
 @contextlib.contextmanager
-def _send_services(*, wait: bool) -> Iterator[bool]:
+def _send_services(*, wait: bool) -> Iterator[tuple[bool, bool]]:
     """Redis (private if REDIS_URL does not answer) and, with a private one, a worker.
 
     A private Redis dies with this command, so a send on it must be worked off here:
     we also start the mail catcher (if SMTP_HOST is empty) and a worker, and wait.
-    Yields whether we must wait for the send to finish.
+    Yields (must we wait for the send to finish, are the services private).
     """
     from newsletter.mailcatcher import smtp_service
     from newsletter.services import redis_answers, redis_service, worker_process
@@ -32,12 +33,12 @@ def _send_services(*, wait: bool) -> Iterator[bool]:
     external = redis_answers(settings.redis_url)
     with redis_service():
         if external:
-            yield wait
+            yield wait, False
             return
         console.print("[dim]No Redis at REDIS_URL: using a private one and a local worker "
                       "for this send.[/]")
         with smtp_service(), worker_process(concurrency=2):
-            yield True
+            yield True, True
 
 
 def _counts(issue_id: int) -> dict[str, int]:
@@ -47,12 +48,27 @@ def _counts(issue_id: int) -> dict[str, int]:
         return status_counts(session=session, issue_id=issue_id)
 
 
-def _wait_with_progress(issue_id: int, *, timeout: float | None = None) -> dict[str, int]:
+def _sweep() -> None:
+    from newsletter.delivery import sweep_expired_leases
+
+    with db.session_scope() as session:
+        sweep_expired_leases(session=session)
+
+
+def _wait_with_progress(issue_id: int, *, timeout: float | None = None,
+                        sweep: bool = False) -> dict[str, int]:
+    """Poll the ledger until no row is open. `sweep`: no beat runs, so do its sweep here
+    (rows left `sending` by an earlier, interrupted run come back once their lease ends).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
+    next_sweep = time.monotonic()
     with Progress(TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[detail]}"), console=console) as bar:
         task = bar.add_task("send", total=None, detail="")
         while True:
+            if sweep and time.monotonic() >= next_sweep:
+                _sweep()
+                next_sweep = time.monotonic() + SWEEP_SECONDS
             counts = _counts(issue_id)
             total = sum(counts.values())
             done = total - sum(counts[s] for s in OPEN_STATES)
@@ -65,13 +81,26 @@ def _wait_with_progress(issue_id: int, *, timeout: float | None = None) -> dict[
             time.sleep(0.3)
 
 
+# Why an issue cannot be sent (again), by its status; `sending` is picked up instead.
+_NOT_SENDABLE = {
+    "sent": "issue {id} was already sent; nobody is sent it twice "
+            "(`newsletter status {id}` shows its deliveries)",
+    "cancelled": "issue {id} was cancelled; it cannot be sent",
+    "paused": "issue {id} is paused; `newsletter resume {id}` continues its send",
+}
+
+
 def send(
     issue_id: int = typer.Argument(..., metavar="ISSUE", help="Issue id."),
     wait: bool = typer.Option(False, "--wait", help="Show progress until every row is done."),
     approve: bool = typer.Option(False, "--approve", help="Approve a draft in the same step."),
 ) -> None:
-    """Plan an approved issue (one ledger row per confirmed subscriber) and enqueue it."""
-    from newsletter.delivery import SendError, start_send
+    """Plan an approved issue (one ledger row per confirmed subscriber) and enqueue it.
+
+    An issue already sending (say an earlier `send` was interrupted) is picked up: its
+    pending batches are enqueued again, which sends nobody twice.
+    """
+    from newsletter.delivery import SendError, enqueue_batches, start_send
     from newsletter.editorial import EditorialError
 
     with cli_session() as session:  # refuse early, before starting Redis and a worker
@@ -81,16 +110,22 @@ def send(
         if issue.status == "draft" and not approve:
             fail(f"issue {issue_id} is a draft; approve it first (`newsletter approve "
                  f"{issue_id}`) or pass --approve")
-    with _send_services(wait=wait) as must_wait:
-        try:
-            planned = start_send(issue_id=issue_id, approve=approve)
-        except LookupError as exc:
-            fail(str(exc))
-        except (SendError, EditorialError) as exc:
-            fail(str(exc))
-        console.print(f"Issue {issue_id}: planned {planned} deliveries.")
+        if issue.status in _NOT_SENDABLE:
+            fail(_NOT_SENDABLE[issue.status].format(id=issue_id))
+        resuming = issue.status == "sending"
+    with _send_services(wait=wait) as (must_wait, private):
+        if resuming:
+            batches = enqueue_batches(issue_id)
+            console.print(f"Issue {issue_id} is already sending: enqueued its {batches} "
+                          "batches with pending rows again.")
+        else:
+            try:
+                planned = start_send(issue_id=issue_id, approve=approve)
+            except (LookupError, SendError, EditorialError) as exc:
+                fail(str(exc))
+            console.print(f"Issue {issue_id}: planned {planned} deliveries.")
         if must_wait:
-            counts = _wait_with_progress(issue_id)
+            counts = _wait_with_progress(issue_id, sweep=private)
             console.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
 
 

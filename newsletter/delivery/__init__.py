@@ -1,0 +1,66 @@
+"""Sending an issue exactly once: planning, the ledger, claiming, SMTP batches, the sweep.
+
+The `delivery` table is the source of truth, never the broker. Every state change is a
+conditional UPDATE whose row count says whether we won:
+
+    plan_send      issue approved/scheduled -> sending; one `pending` row per subscriber
+    run_batch      pending -> sending (claim_token + lease) -> sent | failed | suppressed
+                   | skipped, or back to pending with a backoff (4xx, dropped connection),
+                   or handed back (pending/cancelled) when the issue is paused/cancelled
+    sweep          sending rows whose lease expired -> pending, and their batch re-enqueued
+
+A row is marked `sent` right after the server's 250, in its own tiny commit, so a worker
+killed at any point loses at most the one message in flight between 250 and commit.
+
+One module per concern:
+
+    ledger.py    table handles, counts, claim, the per-row writes of a claimed batch
+    enqueue.py   publishing batch tasks after commit
+    planning.py  plan_send, start_send
+    batch.py     run_batch: re-check, render once per composition, send, record
+    smtp.py      connections, pipelined delivery, classifying replies
+    control.py   pause, resume, cancel, the lease sweep, running out of retries
+"""
+
+from newsletter.delivery.batch import MAX_RETRY_DELAY, BatchOutcome, backoff_seconds, run_batch
+from newsletter.delivery.control import (
+    cancel_send,
+    fail_deferred,
+    pause_send,
+    resume_send,
+    sweep_expired_leases,
+)
+from newsletter.delivery.enqueue import enqueue_after_commit, enqueue_batches, publish_batches
+from newsletter.delivery.ledger import (
+    ERROR_LIMIT,
+    OPEN,
+    AlreadyPlanned,
+    BatchLedger,
+    ClaimedRow,
+    SendError,
+    claim,
+    finish_if_done,
+    load_claimed,
+    pending_batches,
+    status_counts,
+)
+from newsletter.delivery.planning import PLANNABLE, CompositionCache, plan_send, start_send
+from newsletter.delivery.smtp import (
+    SendVerdict,
+    classify,
+    deliver,
+    is_hard_bounce,
+    send_one,
+    smtp_connect,
+)
+
+__all__ = [
+    "ERROR_LIMIT", "MAX_RETRY_DELAY", "OPEN", "PLANNABLE",
+    "AlreadyPlanned", "BatchLedger", "BatchOutcome", "ClaimedRow", "CompositionCache",
+    "SendError", "SendVerdict",
+    "backoff_seconds", "cancel_send", "claim", "classify", "deliver", "enqueue_after_commit",
+    "enqueue_batches", "fail_deferred", "finish_if_done", "is_hard_bounce", "load_claimed",
+    "pause_send", "pending_batches", "plan_send", "publish_batches", "resume_send",
+    "run_batch", "send_one", "smtp_connect", "start_send", "status_counts",
+    "sweep_expired_leases",
+]
