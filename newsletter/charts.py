@@ -42,9 +42,9 @@ def _short(label: str, limit: int = 30) -> str:
     return label if len(label) <= limit else label[: limit - 1].rstrip() + "…"
 
 
-def _empty(title: str, width: int) -> Markup:
+def _empty(title: str, width: int, message: str) -> Markup:
     body = [f'<text x="{width // 2}" y="40" text-anchor="middle" {FONT} fill="#666">'
-            "Nothing to show yet</text>"]
+            f"{escape(message)}</text>"]
     return _svg(width, 70, title, body, "empty")
 
 
@@ -61,11 +61,12 @@ def _legend(names: Sequence[str], x: int, y: int) -> list[str]:
 def column_chart(
     *, title: str, labels: Sequence[str], series: Mapping[str, Sequence[int]],
     stacked: bool = False, width: int = 640, height: int = 240,
+    empty: str = "Nothing to show yet",
 ) -> Markup:
     """Vertical bars per label: side by side per series, or stacked."""
     names = list(series)
     if not labels:
-        return _empty(title, width)
+        return _empty(title, width, empty)
     left, right, top, bottom = 40, 10, 24, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(len(labels), 1)
@@ -106,10 +107,11 @@ def column_chart(
 
 def bar_chart(
     *, title: str, labels: Sequence[str], values: Sequence[int], width: int = 640,
+    empty: str = "Nothing to show yet",
 ) -> Markup:
     """Horizontal bars, one per label, with the value at the end."""
     if not labels:
-        return _empty(title, width)
+        return _empty(title, width, empty)
     row, left, top = 20, 190, 8
     height = top * 2 + row * max(len(labels), 1)
     plot_w = width - left - 50

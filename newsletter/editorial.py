@@ -65,6 +65,7 @@ def validate_url(value: str, *, field: str = "link_url") -> str:
     try:
         parts = urlsplit(value)
         host = parts.hostname or ""
+        _ = parts.port  # raises for a port out of range or not a number
     except ValueError:  # e.g. an unbalanced "[" in the host
         parts, host = None, ""
     if parts is None or parts.scheme not in ("http", "https") or "." not in host:
@@ -222,20 +223,21 @@ def reorder_items(*, session: Session, issue_id: int, item_ids: Sequence[int]) -
     touch_issue(session=session, issue=issue)
 
 
-def set_pinned(*, session: Session, item_id: int, pinned: bool) -> Item:
+def _set_flag(session: Session, item_id: int, **flag: bool) -> Item:
     item, issue = _item_for_edit(session, item_id)
-    item.pinned = pinned
+    for name, value in flag.items():
+        setattr(item, name, value)
     session.add(item)
     touch_issue(session=session, issue=issue)
     return item
+
+
+def set_pinned(*, session: Session, item_id: int, pinned: bool) -> Item:
+    return _set_flag(session, item_id, pinned=pinned)
 
 
 def set_hidden(*, session: Session, item_id: int, hidden: bool) -> Item:
-    item, issue = _item_for_edit(session, item_id)
-    item.hidden = hidden
-    session.add(item)
-    touch_issue(session=session, issue=issue)
-    return item
+    return _set_flag(session, item_id, hidden=hidden)
 
 
 class ApprovalRefused(EditorialError):

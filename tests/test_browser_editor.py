@@ -20,9 +20,14 @@ ITEMS = [
 ]
 
 
-def _login(page, server, account):
+def _login(page, server, account, *, shoot=False):
+    # The screenshots' size from the start: resizing just before a full-page capture
+    # can catch the sandboxed preview iframes mid-relayout (squeezed to a sliver).
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(f"{server.url}/editor")
     assert "/editor/login" in page.url
+    if shoot:
+        screenshot(page, "editor-login")
     page.fill("input[name=email]", account.email)
     page.fill("input[name=password]", account.password)
     page.click("button:has-text('Log in')")
@@ -43,7 +48,7 @@ def test_editor_logs_in_and_sees_the_dashboard_charts(
         make_subscriber(email=f"fan{i}@example.org", topics=["fintech", "logistics"][: i % 2 + 1])
     make_issue(items=ITEMS)
     page = browser_page
-    _login(page, live_server, account)
+    _login(page, live_server, account, shoot=True)
     charts = page.locator("svg.chart")
     assert charts.count() == 3
     for i in range(3):
@@ -117,3 +122,32 @@ def test_edit_preview_check_test_send_approve_and_send(
     assert sorted(smtp_server.recipients()) == sorted(
         ["pay0@example.org", "pay1@example.org", "pay2@example.org", "lux@example.org"])
     screenshot(page, "editor-sent", widths=(1280,))
+    page.click("nav.editor-nav >> text=Issues")
+    assert "4 sent" in page.locator("table.issues").inner_text()
+    screenshot(page, "editor-issues", widths=(1280,))
+
+
+def test_deleting_an_item_asks_first(session, make_issue, live_server, browser_page):
+    account = create_editor(session)
+    issue = make_issue(items=ITEMS)
+    page = browser_page
+    _login(page, live_server, account)
+    page.goto(f"{live_server.url}/editor/issues/{issue.id}")
+    gamma = f"#items li:has-text('{ITEMS[2]['headline']}')"
+    questions = []
+
+    def answer(accept):
+        def handle(dialog):
+            questions.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+        return handle
+
+    page.once("dialog", answer(False))
+    page.click(f"{gamma} button[data-action=delete]")
+    assert "Delete “Gamma luxury story”" in questions[0]
+    assert page.locator(gamma).count() == 1  # dismissed: nothing was posted
+    page.once("dialog", answer(True))
+    with page.expect_navigation():
+        page.click(f"{gamma} button[data-action=delete]")
+    assert page.locator(gamma).count() == 0
+    assert page.locator("#items li.item").count() == 2

@@ -173,6 +173,7 @@ PUBLIC = {("GET", "/editor/login"), ("POST", "/editor/login")}
 
 
 def _anonymous_cases() -> list[tuple[str, str]]:
+    """Every (method, path) the editor router has, the catch-all for guessed URLs included."""
     cases = []
     for route in router.routes:
         assert isinstance(route, APIRoute)
@@ -182,6 +183,13 @@ def _anonymous_cases() -> list[tuple[str, str]]:
     return cases
 
 
+def test_the_enumeration_covers_every_console_page():
+    paths = {p for _m, p in _anonymous_cases()}
+    for expected in ("/editor", "/editor/issues", "/editor/issues/{issue_id:int}/preview",
+                     "/editor/issues/{issue_id:int}/approve", "/editor/{rest:path}"):
+        assert expected in paths, expected
+
+
 @pytest.mark.parametrize(("method", "path"), _anonymous_cases(),
                          ids=[f"{m} {p}" for m, p in _anonymous_cases()])
 def test_anonymous_requests_are_refused(anon_client, make_issue, method, path):
@@ -189,9 +197,46 @@ def test_anonymous_requests_are_refused(anon_client, make_issue, method, path):
     concrete = re.sub(r"\{issue_id(:int)?\}", str(issue.id), path)
     concrete = re.sub(r"\{item_id(:int)?\}", "1", concrete)
     concrete = re.sub(r"\{action\}", "up", concrete)
+    concrete = re.sub(r"\{rest:path\}", "guessed/page", concrete)
     response = anon_client.request(method, concrete, follow_redirects=False,
                                    data={"title": "x"} if method == "POST" else None)
     assert response.status_code in (303, 401), response.status_code
     if response.status_code == 303:
         assert response.headers["location"].startswith("/editor/login")
     assert "Secret" not in response.text
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/editor/no-such-page"), ("GET", "/editor/issues/1/approve"),
+    ("DELETE", "/editor/issues/1"), ("GET", "/editor/issues/1/secret.json"),
+])
+def test_guessed_urls_tell_anonymous_visitors_nothing(anon_client, make_issue, method, path):
+    make_issue(items=["Secret headline"], title="Secret issue title")
+    response = anon_client.request(method, path, follow_redirects=False)
+    assert response.status_code in (303, 401), (path, response.status_code)
+    assert "Secret" not in response.text
+
+
+def test_unknown_editor_pages_get_the_console_404_page(editor_client, make_issue):
+    issue = make_issue(items=["A"])
+    for method, path in [("GET", "/editor/no-such-page"),
+                         ("GET", f"/editor/issues/{issue.id}/approve")]:
+        response = editor_client.request(method, path)
+        assert response.status_code == 404, path
+        assert "Log out editor@roundup.example" in response.text  # the console's own page
+    assert editor_client.get("/editor/", follow_redirects=False).headers["location"] == "/editor"
+
+
+@pytest.mark.parametrize("path", [
+    "/editor/issues/99999999999999999999", "/editor/issues/99999999999999999999/preview",
+    "/editor/issues/99999999999999999999/progress.json",
+])
+def test_ids_too_large_for_the_database_are_not_found(editor_client, path):
+    assert editor_client.get(path).status_code == 404
+
+
+def test_an_action_on_an_id_too_large_is_not_found(editor_client, make_issue):
+    issue = make_issue(items=["A"])
+    response = editor_post(editor_client,
+                           f"/editor/issues/{issue.id}/items/99999999999999999999/delete")
+    assert response.status_code == 404

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -78,7 +80,50 @@ def test_preview_of_an_unknown_email_says_so(editor_client, make_issue):
     page = editor_client.get(f"/editor/issues/{issue.id}/preview",
                              params={"email": "ghost@example.org"})
     assert page.status_code == 200
-    assert "No subscriber with the address" in page.text
+    assert "No subscriber&#39;s address contains" in page.text
+
+
+def test_searching_part_of_an_address_previews_the_one_match(
+        editor_client, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    make_subscriber(email="ana.lopez@example.org", topics=["fintech"])
+    make_subscriber(email="bo@example.org", topics=["logistics"])
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview", params={"email": "LOPEZ"}).text
+    assert "Previewing as <strong>ana.lopez@example.org</strong>" in page
+
+
+def test_searching_a_common_part_lists_the_matches(editor_client, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    for name in ("ana", "anabel", "bo"):
+        make_subscriber(email=f"{name}@corp.example", topics=["fintech"])
+    make_subscriber(email="x_y@example.org")
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview", params={"email": "ana"}).text
+    matches = re.search(r'<div id="search-matches">.*?</div>', page, re.S).group(0)
+    assert "ana@corp.example" in matches and "anabel@corp.example" in matches
+    assert "bo@corp.example" not in matches
+    # LIKE wildcards in the search are literal characters.
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview", params={"email": "_"}).text
+    assert "Previewing as <strong>x_y@example.org</strong>" in page
+
+
+def test_preview_names_who_gets_nothing(editor_client, make_issue, make_subscriber):
+    issue = make_issue(items=ITEMS)
+    make_subscriber(email="picky@example.org", topics=["health"], only_my_topics=True)
+    make_subscriber(email="fan@example.org", topics=["fintech"], only_my_topics=True)
+    page = editor_client.get(f"/editor/issues/{issue.id}/preview").text
+    nothing = re.search(r'<details id="get-nothing">.*?</details>', page, re.S).group(0)
+    assert "1 subscriber with “only my topics” get nothing" in nothing
+    assert "picky@example.org" in nothing and "fan@example.org" not in nothing
+
+
+def test_suppressed_addresses_are_not_counted_as_readers(session, make_issue, make_subscriber):
+    from newsletter.models import Suppression
+
+    make_subscriber(email="ok@example.org")
+    make_subscriber(email="bounced@example.org")
+    session.add(Suppression(email="bounced@example.org", reason="hard bounce"))
+    session.commit()
+    assert [r.email for r in checks.readers(session=session)] == ["ok@example.org"]
 
 
 def test_audiences_group_subscribers_by_composition(session, make_issue, make_subscriber):
@@ -123,19 +168,43 @@ def test_a_malformed_link_fails_the_links_check(session, make_issue):
     assert any("javascript:alert(1)" in d for d in result.details)
 
 
-def test_an_image_without_alt_text_fails(monkeypatch, session, make_issue):
+def _templates_with(tmp_path, monkeypatch, image_tag):
+    """A copy of the real email templates with `image_tag` added to the digest."""
+    from newsletter.settings import settings
+
+    root = tmp_path / "templates"
+    shutil.copytree(Path(settings.templates_dir), root)
+    body = root / "emails" / "digest" / "body.mjml"
+    body.write_text(body.read_text().replace("<mj-divider />", "<mj-divider />" + image_tag, 1))
+    monkeypatch.setattr(settings, "templates_dir", root)
+
+
+def test_an_image_without_alt_text_fails(tmp_path, monkeypatch, session, make_issue):
+    _templates_with(tmp_path, monkeypatch, '<mj-image src="https://example.com/x.png" />')
     issue = make_issue(items=ITEMS)
-    real = checks.render_preview
-
-    def with_image(*args, **kwargs):
-        preview = real(*args, **kwargs)
-        from dataclasses import replace
-
-        return replace(preview, html=preview.html + '<img src="https://example.com/x.png">')
-
-    monkeypatch.setattr(checks, "render_preview", with_image)
     result = _check(checks.run_checks(session=session, issue_id=issue.id), "alt")
     assert not result.ok and "https://example.com/x.png" in result.details
+
+
+def test_an_image_with_alt_text_passes(tmp_path, monkeypatch, session, make_issue):
+    _templates_with(tmp_path, monkeypatch,
+                    '<mj-image src="https://example.com/x.png" alt="Our logo" />')
+    issue = make_issue(items=ITEMS)
+    reader = checks.Reader(0, "x@example.org")
+    from newsletter.composer import load_issue
+
+    content = load_issue(session=session, issue_id=issue.id)
+    html = checks.render_preview(content, checks.compose_for(content, reader), reader).html
+    assert '<img alt="Our logo"' in html or 'alt="Our logo"' in html  # the image is rendered
+    assert _check(checks.run_checks(session=session, issue_id=issue.id), "alt").ok
+
+
+def test_a_link_with_a_port_out_of_range_is_malformed(session, make_issue):
+    assert checks.link_problem("https://example.com:99999/x")
+    assert not checks.link_problem("https://example.com:8443/x")
+    with pytest.raises(editorial.EditorialError, match="absolute"):
+        editorial.add_item(session=session, issue_id=make_issue(items=["A"]).id, headline="B",
+                           link_url="https://example.com:99999/x")
 
 
 def test_a_long_subject_is_a_warning_not_a_block(session, make_issue):

@@ -2,6 +2,9 @@
 test-send, approve and send, and watch the dashboard."""
 
 from newsletter.web.editor import auth, dashboard, issues, preview, sending  # noqa: F401
-from newsletter.web.editor.routing import router
+from newsletter.web.editor.routing import ALL_METHODS, router, unknown_path
+
+# Last, so it only answers what no real route matched (a wrong method included).
+router.add_api_route("/{rest:path}", unknown_path, methods=ALL_METHODS)
 
 __all__ = ["router"]

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from fastapi import Request
 from fastapi.responses import Response
 from markupsafe import Markup
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from newsletter.charts import bar_chart, column_chart
@@ -66,18 +67,18 @@ def delivery_chart(session: Session) -> Markup:
     }
     return column_chart(title="Delivery results of recent issues",
                         labels=[f"#{i.id} {i.issue_date:%d %b}" for i in issues],
-                        series=series, stacked=True)
+                        series=series, stacked=True,
+                        empty="No issue has been sent yet")
 
 
 @router.get("")
 def dashboard(request: Request) -> Response:
     now = utcnow()
     with db_session() as session:
-        totals = {
-            status: len(session.exec(select(Subscriber.id).where(Subscriber.status == status))
-                        .all())
-            for status in ("confirmed", "pending", "unsubscribed")
-        }
+        counts = dict(session.exec(
+            select(Subscriber.status, func.count()).group_by(col(Subscriber.status))
+        ).all())
+        totals = {s: int(counts.get(s, 0)) for s in ("confirmed", "pending", "unsubscribed")}
         charts = {
             "growth": growth_chart(session, now),
             "topics": topics_chart(session),

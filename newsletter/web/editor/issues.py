@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -10,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy import func
 from sqlmodel import Session, col, select
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from newsletter.editorial import (
     EditorialError,
@@ -169,7 +170,6 @@ def _editor_context(session: Session, issue: Issue) -> dict[str, Any]:
     ).all()
     tags = item_topic_slugs(session=session, item_ids=[i.id for i in items if i.id is not None])
     return {
-        "issue": issue,
         "items": [{"item": i, "topics": tags.get(i.id or 0, [])} for i in items],
         "topics": forms.all_topics(session),
         "editable": issue.status in (IssueStatus.draft, IssueStatus.approved,
@@ -177,20 +177,28 @@ def _editor_context(session: Session, issue: Issue) -> dict[str, Any]:
     }
 
 
-def issue_page(request: Request, issue_id: int, *, errors: dict[str, str] | None = None,
-               error_item: int | None = None, values: dict[str, str] | None = None,
-               status_code: int = 200) -> Response:
+def issue_view(request: Request, issue_id: int, template: str,
+               context: Callable[[Session, Issue], dict[str, Any]], *,
+               status_code: int = 200, **extra: Any) -> Response:
+    """A page about one issue (the 404 page when there is none): the issue, the
+    context read in the same session, and `extra` (messages, typed values)."""
     with db_session() as session:
         issue = session.get(Issue, issue_id)
         if issue is None:
             return not_found(request)
-        context = _editor_context(session, issue)
+        data = context(session, issue)
+    return page(request, template, {"issue": issue, "nav": "issues", **data, **extra},
+                status_code=status_code)
+
+
+def issue_page(request: Request, issue_id: int, *, errors: dict[str, str] | None = None,
+               error_item: int | None = None, values: dict[str, str] | None = None,
+               status_code: int = 200) -> Response:
     notice = {"existing": "This roundup was uploaded before; here is the issue made from it.",
               "saved": "Saved."}.get(request.query_params.get("notice", ""), "")
-    return page(request, "issue.html", {
-        **context, "errors": errors or {}, "error_item": error_item, "values": values or {},
-        "notice": notice, "nav": "issues",
-    }, status_code=status_code)
+    return issue_view(request, issue_id, "issue.html", _editor_context,
+                      status_code=status_code, errors=errors or {}, error_item=error_item,
+                      values=values or {}, notice=notice)
 
 
 def not_found(request: Request) -> Response:
@@ -202,26 +210,50 @@ def issue_editor(request: Request, issue_id: int) -> Response:
     return issue_page(request, issue_id)
 
 
-def _apply(request: Request, issue_id: int, change: Any, *, item_id: int | None = None,
-           anchor: str = "") -> Response:
-    """Run one editorial change in a transaction; errors re-show the editor with messages."""
+def commit_change(request: Request, issue_id: int, change: Callable[[Session, Issue], object],
+                  *, refused: Callable[[Exception], Response], done: str,
+                  errors: tuple[type[Exception], ...] = (EditorialError,)) -> Response:
+    """Apply one change to an issue in its own transaction, then redirect to `done`.
+
+    A missing issue or item (LookupError) answers the 404 page; an exception in
+    `errors` rolls back and answers `refused(exc)`, the form again with a message.
+    """
     with db_session() as session:
+        issue = session.get(Issue, issue_id)
+        if issue is None:
+            return not_found(request)
+        try:
+            change(session, issue)
+            session.commit()
+        except LookupError:
+            session.rollback()
+            return not_found(request)
+        except errors as exc:
+            session.rollback()
+            return refused(exc)
+    return redirect(done)
+
+
+def _apply(request: Request, issue_id: int, change: Callable[[Session], object], *,
+           item_id: int | None = None, anchor: str = "") -> Response:
+    """One editorial change; errors re-show the editor with what was typed."""
+
+    def checked(session: Session, _issue: Issue) -> None:
         if item_id is not None:
             item = session.get(Item, item_id)
             if item is None or item.issue_id != issue_id:
-                return not_found(request)
-        elif session.get(Issue, issue_id) is None:
-            return not_found(request)
-        try:
-            change(session)
-            session.commit()
-        except EditorialError as exc:
-            session.rollback()
-            values = {k: forms.text(form_of(request), k) for k in
-                      ("title", "intro", "headline", "body", "link_text", "link_url")}
-            return issue_page(request, issue_id, errors={exc.field or "form": str(exc)},
-                              error_item=item_id, values=values, status_code=400)
-    return redirect(f"/editor/issues/{issue_id}{anchor}")
+                raise LookupError(f"no item {item_id} in issue {issue_id}")
+        change(session)
+
+    def refused(exc: Exception) -> Response:
+        values = {k: forms.text(form_of(request), k) for k in
+                  ("title", "intro", "headline", "body", "link_text", "link_url")}
+        field = getattr(exc, "field", "") or "form"
+        return issue_page(request, issue_id, errors={field: str(exc)},
+                          error_item=item_id, values=values, status_code=400)
+
+    return commit_change(request, issue_id, checked, refused=refused,
+                         done=f"/editor/issues/{issue_id}{anchor}")
 
 
 @router.post("/issues/{issue_id:int}")
@@ -232,29 +264,32 @@ def issue_save(request: Request, issue_id: int) -> Response:
         intro=_long_text(form, "intro")))
 
 
-def _long_text(form: Any, key: str) -> str:
+def _long_text(form: FormData, key: str) -> str:
     value = form.get(key)
     return value[:20000] if isinstance(value, str) else ""
 
 
+def _item_fields(form: FormData) -> dict[str, Any]:
+    """The item form's fields, as add_item and update_item take them."""
+    return {"headline": forms.text(form, "headline"), "body": _long_text(form, "body"),
+            "link_text": forms.text(form, "link_text"),
+            "link_url": _long_text(form, "link_url"), "topics": forms.texts(form, "topics")}
+
+
 @router.post("/issues/{issue_id:int}/items")
 def item_add(request: Request, issue_id: int) -> Response:
-    form = form_of(request)
-    return _apply(request, issue_id, lambda s: add_item(
-        session=s, issue_id=issue_id, headline=forms.text(form, "headline"),
-        body=_long_text(form, "body"), link_text=forms.text(form, "link_text"),
-        link_url=_long_text(form, "link_url"), topics=forms.texts(form, "topics")),
-        anchor="#items-end")
+    fields = _item_fields(form_of(request))
+    return _apply(request, issue_id,
+                  lambda s: add_item(session=s, issue_id=issue_id, **fields),
+                  anchor="#items-end")
 
 
 @router.post("/issues/{issue_id:int}/items/{item_id:int}")
 def item_save(request: Request, issue_id: int, item_id: int) -> Response:
-    form = form_of(request)
-    return _apply(request, issue_id, lambda s: update_item(
-        session=s, item_id=item_id, headline=forms.text(form, "headline"),
-        body=_long_text(form, "body"), link_text=forms.text(form, "link_text"),
-        link_url=_long_text(form, "link_url"), topics=forms.texts(form, "topics")),
-        item_id=item_id, anchor=f"#item-{item_id}")
+    fields = _item_fields(form_of(request))
+    return _apply(request, issue_id,
+                  lambda s: update_item(session=s, item_id=item_id, **fields),
+                  item_id=item_id, anchor=f"#item-{item_id}")
 
 
 ACTIONS = {

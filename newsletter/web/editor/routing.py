@@ -34,6 +34,7 @@ SESSION_MAX_AGE = 12 * 3600
 PUBLIC_PATHS = frozenset({"/editor/login"})  # reachable while logged out
 MAX_FORM_FIELDS = 400
 MAX_UPLOAD_BYTES = 1024 * 1024
+MAX_ID = 2**31 - 1  # PostgreSQL's integer; a longer number in a URL names nothing
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -129,6 +130,8 @@ class EditorRoute(APIRoute):
             request.state.editor = editor
             if editor is None and not public:
                 return login_required(request)
+            if any(isinstance(v, int) and v > MAX_ID for v in request.path_params.values()):
+                return error_page(request, "Not found", "There is no such page.", 404)
             if request.method == "POST":
                 try:
                     form = await request.form(
@@ -171,3 +174,17 @@ def page(request: Request, name: str, context: dict[str, Any] | None = None,
 
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
+
+
+async def unknown_path(request: Request, rest: str) -> Response:
+    """Any other path or method under /editor (registered last, after every real route).
+
+    Anonymous visitors have already been sent to the login page by EditorRoute, so
+    guessing URLs tells them nothing; editors get the console's own 404 page.
+    """
+    if not rest and request.method == "GET":
+        return redirect("/editor")
+    return error_page(request, "Not found", "There is no such page in the console.", 404)
+
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -4,6 +4,7 @@ pause, resume or cancel. Everything acts on the real ledger and Celery tasks."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,12 +16,23 @@ from sqlmodel import Session, col, select
 from newsletter import delivery
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
 from newsletter.schedule import next_slot
-from newsletter.web.editor.issues import not_found
-from newsletter.web.editor.routing import db_session, page, redirect, router
+from newsletter.web.editor.issues import commit_change, issue_view
+from newsletter.web.editor.routing import db_session, router
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW = timedelta(minutes=1)
+
+
+def duration_text(seconds: int | None) -> str:
+    """ "2 h 5 min", "3 min 20 s", "45 s"; an em dash when unknown."""
+    if seconds is None:
+        return "—"
+    hours, rest = divmod(max(seconds, 0), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def progress(session: Session, issue: Issue) -> dict[str, Any]:
@@ -39,6 +51,7 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
         elapsed = max((now - issue.send_started_at).total_seconds(), 1.0)
         per_minute = sent * 60 / elapsed
     total = sum(counts.values())
+    seconds_left = round(pending / per_minute * 60) if per_minute and pending else None
     done = issue.status in (IssueStatus.sent, IssueStatus.cancelled) or (
         issue.status == IssueStatus.sending and total > 0 and pending == 0)
     return {
@@ -52,22 +65,18 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
         "total": total,
         "percent": round(100 * (total - pending) / total) if total else 0,
         "rate_per_minute": round(per_minute, 1),
-        "seconds_left": round(pending / per_minute * 60) if per_minute and pending else None,
+        "seconds_left": seconds_left,
+        "time_left": duration_text(seconds_left),
         "done": done,
     }
 
 
 def send_page(request: Request, issue_id: int, *, error: str = "", notice: str = "",
               status_code: int = 200) -> Response:
-    with db_session() as session:
-        issue = session.get(Issue, issue_id)
-        if issue is None:
-            return not_found(request)
-        data = progress(session, issue)
-    return page(request, "send.html", {
-        "issue": issue, "progress": data, "next_slot": next_slot(), "error": error,
-        "notice": notice, "nav": "issues",
-    }, status_code=status_code)
+    return issue_view(request, issue_id, "send.html",
+                      lambda session, issue: {"progress": progress(session, issue)},
+                      status_code=status_code, next_slot=next_slot(), error=error,
+                      notice=notice)
 
 
 @router.get("/issues/{issue_id:int}/send")
@@ -90,40 +99,51 @@ def progress_json(request: Request, issue_id: int) -> Response:
     return JSONResponse(data, headers={"cache-control": "no-store"})
 
 
+def _require_approved(issue: Issue, verb: str) -> None:
+    if issue.status not in (IssueStatus.approved, IssueStatus.scheduled):
+        raise delivery.SendError(
+            f"Only approved issues can be {verb}; this one is {issue.status}. "
+            "Run the checks and approve it first.")
+
+
+def _refused(request: Request, issue_id: int, action: str) -> Callable[[Exception], Response]:
+    def answer(exc: Exception) -> Response:
+        if isinstance(exc, delivery.SendError):
+            return send_page(request, issue_id, error=str(exc), status_code=400)
+        # Committing a resume publishes tasks: the broker may be down.
+        log.error("%s of issue %s failed: %s", action, issue_id, exc, exc_info=exc)
+        return send_page(request, issue_id, status_code=503,
+                         error=f"Could not {action}: {exc}")
+    return answer
+
+
+def _act(request: Request, issue_id: int, action: str,
+         change: Callable[[Session, Issue], object]) -> Response:
+    return commit_change(request, issue_id, change, refused=_refused(request, issue_id, action),
+                         done=f"/editor/issues/{issue_id}/send",
+                         errors=(delivery.SendError, Exception))
+
+
 @router.post("/issues/{issue_id:int}/schedule")
 def schedule(request: Request, issue_id: int) -> Response:
-    with db_session() as session:
-        issue = session.get(Issue, issue_id)
-        if issue is None:
-            return not_found(request)
-        if issue.status not in (IssueStatus.approved, IssueStatus.scheduled):
-            return send_page(request, issue_id, status_code=400,
-                             error=f"Only approved issues can be scheduled; this one is "
-                                   f"{issue.status}. Run the checks and approve it first.")
+    def change(_session: Session, issue: Issue) -> None:
+        _require_approved(issue, "scheduled")
         issue.status = IssueStatus.scheduled
         issue.scheduled_for = next_slot()
-        session.add(issue)
-        session.commit()
-    return redirect(f"/editor/issues/{issue_id}/send")
+
+    return _act(request, issue_id, "schedule", change)
 
 
 @router.post("/issues/{issue_id:int}/send-now")
 def send_now(request: Request, issue_id: int) -> Response:
-    with db_session() as session:
-        issue = session.get(Issue, issue_id)
-        if issue is None:
-            return not_found(request)
-        if issue.status not in (IssueStatus.approved, IssueStatus.scheduled):
-            return send_page(request, issue_id, status_code=400,
-                             error=f"Only approved issues can be sent; this one is "
-                                   f"{issue.status}.")
-        try:
-            delivery.plan_send(session=session, issue_id=issue_id)
-            delivery.finish_if_done(session=session, issue_id=issue_id)
-            session.commit()
-        except delivery.SendError as exc:
-            session.rollback()
-            return send_page(request, issue_id, error=str(exc), status_code=400)
+    def change(session: Session, issue: Issue) -> None:
+        _require_approved(issue, "sent")
+        delivery.plan_send(session=session, issue_id=issue_id)
+        delivery.finish_if_done(session=session, issue_id=issue_id)
+
+    response = _act(request, issue_id, "send", change)
+    if response.status_code != 303:
+        return response
     try:
         delivery.enqueue_batches(issue_id)
     except Exception as exc:  # the plan is committed; resume re-enqueues once the broker is back
@@ -131,34 +151,22 @@ def send_now(request: Request, issue_id: int) -> Response:
         return send_page(request, issue_id, status_code=503,
                          error=f"The send is planned but the task queue is unreachable ({exc}). "
                                "Pause and resume once the worker's Redis is running.")
-    return redirect(f"/editor/issues/{issue_id}/send")
+    return response
+
+
+CONTROLS: dict[str, Callable[..., object]] = {
+    "pause": delivery.pause_send, "resume": delivery.resume_send, "cancel": delivery.cancel_send,
+}
 
 
 def _control(request: Request, issue_id: int, action: str) -> Response:
-    with db_session() as session:
-        issue = session.get(Issue, issue_id)
-        if issue is None:
-            return not_found(request)
-        try:
-            if action == "pause":
-                changed = delivery.pause_send(session=session, issue_id=issue_id)
-            elif action == "resume":
-                changed = delivery.resume_send(session=session, issue_id=issue_id)
-            else:
-                delivery.cancel_send(session=session, issue_id=issue_id)
-                changed = True
-            session.commit()
-        except delivery.SendError as exc:
-            session.rollback()
-            return send_page(request, issue_id, error=str(exc), status_code=400)
-        except Exception as exc:  # resume publishes tasks on commit: the broker may be down
-            log.exception("%s of issue %s failed", action, issue_id)
-            return send_page(request, issue_id, error=f"Could not {action}: {exc}",
-                             status_code=503)
-    if not changed:
-        return send_page(request, issue_id, status_code=400,
-                         error=f"Nothing to {action}: the issue is {issue.status}.")
-    return redirect(f"/editor/issues/{issue_id}/send")
+    def change(session: Session, issue: Issue) -> None:
+        status = issue.status
+        # cancel raises SendError itself; pause and resume say False when not applicable.
+        if CONTROLS[action](session=session, issue_id=issue_id) is False:
+            raise delivery.SendError(f"Nothing to {action}: the issue is {status}.")
+
+    return _act(request, issue_id, action, change)
 
 
 @router.post("/issues/{issue_id:int}/pause")

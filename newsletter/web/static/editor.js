@@ -1,6 +1,16 @@
-// Live send progress: polls the JSON endpoint and updates the numbers in place.
+// Editors' console: asks before destructive actions, and keeps send progress live.
 (function () {
   "use strict";
+
+  // Buttons with data-confirm (delete an item, cancel a send) ask first. Without
+  // JavaScript they simply submit: the server acts on the POST either way.
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    var question = button && button.dataset ? button.dataset.confirm : "";
+    if (question && !window.confirm(question)) { event.preventDefault(); }
+  });
+
+  // Live send progress: polls the JSON endpoint and updates the numbers in place.
   var box = document.getElementById("progress");
   if (!box || box.dataset.done === "true") { return; }
   var url = box.dataset.url;
@@ -8,7 +18,6 @@
     box.querySelectorAll("[data-key]").forEach(function (el) {
       var key = el.dataset.key;
       var value = data[key];
-      if (key === "seconds_left") { value = value === null ? "—" : value + " s"; }
       if (key === "status") { value = (data.done ? "Done: " : "") + data.status; }
       el.textContent = String(value);
     });
