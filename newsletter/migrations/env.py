@@ -15,7 +15,9 @@ target_metadata = SQLModel.metadata
 
 def run_migrations_online() -> None:
     url = config.attributes.get("engine_url") or config.get_main_option("sqlalchemy.url")
-    engine = make_engine(url)
+    if not url:
+        raise RuntimeError("no database URL: run migrations through newsletter.db.migrate()")
+    engine = make_engine(str(url))
     with engine.connect() as connection:
         context.configure(
             connection=connection,
