@@ -32,6 +32,8 @@ from newsletter.settings import settings
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 TRACKING_KEYS = ("referrer", *UTM_KEYS)
 _TRACKING_MAX = 300
+ERASED_SUFFIX = "@erased.invalid"  # an erased subscriber's placeholder address
+CONFIRM_VALID_DAYS = 7  # how long a confirmation link works
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
@@ -192,7 +194,7 @@ def erase_subscriber(*, session: Session, subscriber_id: int, source: str) -> bo
     becomes a unique, undeliverable `.invalid` one and it can never be mailed again.
     """
     sub = session.get(Subscriber, subscriber_id)
-    if sub is None or sub.email.endswith("@erased.invalid"):
+    if sub is None or sub.email.endswith(ERASED_SUFFIX):
         return False
     now = utcnow()
     session.exec(  # type: ignore[call-overload]
@@ -205,7 +207,11 @@ def erase_subscriber(*, session: Session, subscriber_id: int, source: str) -> bo
         update(Event).where(col(Event.subscriber_id) == subscriber_id)
         .values(subscriber_id=None, data="{}")
     )
-    sub.email = f"{uuid.uuid4().hex}@erased.invalid"
+    # SMTP errors in the ledger quote the address ("550 <ana@…>: no such user").
+    session.exec(  # type: ignore[call-overload]
+        update(Delivery).where(col(Delivery.subscriber_id) == subscriber_id).values(error="")
+    )
+    sub.email = f"{uuid.uuid4().hex}{ERASED_SUFFIX}"
     sub.name = ""
     sub.timezone = "UTC"
     sub.only_my_topics = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -43,10 +43,11 @@ class TopicRow:
 
 @dataclass
 class SignupStats:
-    weeks: list[WeekRow] = field(default_factory=list)
-    signups: int = 0
-    confirmed: int = 0
-    confirmation_rate: float | None = None  # confirmed sign-ups / sign-ups
+    weeks: list[WeekRow] = field(default_factory=list)  # every week from the first to the last
+    signups: int = 0  # every sign-up, however it came (form, embed, API, import, CLI)
+    opt_in_signups: int = 0  # those that had to be confirmed by the subscriber
+    confirmed: int = 0  # opt-in sign-ups whose link was followed
+    confirmation_rate: float | None = None  # confirmed / opt_in_signups
     median_time_to_confirm_hours: float | None = None
     active_subscribers: int = 0
     topics: list[TopicRow] = field(default_factory=list)
@@ -59,45 +60,63 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _week(value: datetime) -> tuple[str, str]:
-    year, week, _ = value.isocalendar()
-    monday = (value - timedelta(days=value.weekday())).date()
-    return f"{year}-W{week:02d}", monday.isoformat()
+def _monday(value: datetime) -> date:
+    return (value - timedelta(days=value.weekday())).date()
+
+
+def _week_rows(signups: Counter[date], unsubscribes: Counter[date]) -> list[WeekRow]:
+    """One row per week from the first active week to the last, quiet weeks included,
+    so the chart's gaps are real."""
+    mondays = set(signups) | set(unsubscribes)
+    if not mondays:
+        return []
+    rows = []
+    monday, last = min(mondays), max(mondays)
+    while monday <= last:
+        year, week, _ = monday.isocalendar()
+        rows.append(WeekRow(week=f"{year}-W{week:02d}", week_start=monday.isoformat(),
+                            signups=signups[monday], unsubscribes=unsubscribes[monday]))
+        monday += timedelta(days=7)
+    return rows
 
 
 def signup_stats(*, session: Session) -> SignupStats:
+    """Every statistic from the event log and the current subscriptions.
+
+    A sign-up and its confirmation pair up per subscriber. One confirmed in the same
+    act (an import or `subscribers add --confirmed` logs both with one source) never
+    waited for a link, so it stays out of the confirmation rate and time to confirm;
+    links log `confirm-link`, which no sign-up uses. Events of erased subscribers are
+    anonymous: they count per week but cannot be paired.
+    """
     events = session.exec(
-        select(Event.kind, Event.subscriber_id, Event.at)
+        select(Event.kind, Event.subscriber_id, Event.at, Event.source)
         .where(col(Event.kind).in_([EventKind.signed_up, EventKind.confirmed,
                                     EventKind.unsubscribed]))
-        .order_by(col(Event.at))
+        .order_by(col(Event.at), col(Event.id))
     ).all()
-    signups: Counter[tuple[str, str]] = Counter()
-    unsubscribes: Counter[tuple[str, str]] = Counter()
-    signed_up_at: dict[int, datetime] = {}
-    confirm_delays: dict[int, float] = {}
-    total_signups = 0
-    for kind, subscriber_id, at in events:
+    signups: Counter[date] = Counter()
+    unsubscribes: Counter[date] = Counter()
+    waiting: dict[int, tuple[datetime, str]] = {}  # open sign-up per subscriber
+    opt_in = 0
+    delays: list[float] = []
+    for kind, subscriber_id, at, source in events:
         at = _aware(at)
         if kind == EventKind.signed_up:
-            signups[_week(at)] += 1
-            total_signups += 1
+            signups[_monday(at)] += 1
             if subscriber_id is not None:
-                # A re-subscription starts a new sign-up that needs its own confirmation.
-                signed_up_at[subscriber_id] = at
-                confirm_delays.pop(subscriber_id, None)
+                # A re-subscription is a new sign-up needing its own confirmation.
+                waiting[subscriber_id] = (at, source)
+                opt_in += 1
         elif kind == EventKind.unsubscribed:
-            unsubscribes[_week(at)] += 1
-        elif kind == EventKind.confirmed and subscriber_id in signed_up_at:
-            start = signed_up_at[subscriber_id]
-            confirm_delays.setdefault(subscriber_id, (at - start).total_seconds() / 3600)
+            unsubscribes[_monday(at)] += 1
+        elif subscriber_id is not None and subscriber_id in waiting:
+            started, signup_source = waiting.pop(subscriber_id)
+            if source == signup_source:
+                opt_in -= 1
+            else:
+                delays.append((at - started).total_seconds() / 3600)
 
-    weeks = [
-        WeekRow(week=w, week_start=start, signups=signups[(w, start)],
-                unsubscribes=unsubscribes[(w, start)])
-        for w, start in sorted(set(signups) | set(unsubscribes))
-    ]
-    delays = list(confirm_delays.values())
     active = (col(Subscriber.status) == SubscriberStatus.confirmed) & (
         col(Subscriber.paused).is_(False))
     per_topic = dict(session.exec(
@@ -112,10 +131,11 @@ def signup_stats(*, session: Session) -> SignupStats:
     ]
     active_count = session.exec(select(func.count()).select_from(Subscriber).where(active)).one()
     return SignupStats(
-        weeks=weeks,
-        signups=total_signups,
+        weeks=_week_rows(signups, unsubscribes),
+        signups=sum(signups.values()),
+        opt_in_signups=opt_in,
         confirmed=len(delays),
-        confirmation_rate=(len(delays) / len(signed_up_at)) if signed_up_at else None,
+        confirmation_rate=(len(delays) / opt_in) if opt_in else None,
         median_time_to_confirm_hours=statistics.median(delays) if delays else None,
         active_subscribers=int(active_count),
         topics=topics,

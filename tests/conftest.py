@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from newsletter import db
 from newsletter.settings import settings
+from tests.fixtures import TEST_SECRET
 
 pytest_plugins = [
     "tests.fixtures.factories",
@@ -30,7 +31,6 @@ pytest_plugins = [
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
-TEST_SECRET = "roundup-test-secret-0123456789abcdef0123456789"  # noqa: S105
 
 
 def _backends() -> list[str]:

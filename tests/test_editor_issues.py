@@ -154,6 +154,23 @@ def test_uploading_a_roundup_file_creates_a_draft_issue(editor_client, session):
     assert session.get(Issue, issue_id).source_name == "000.txt"
 
 
+def test_a_roundup_file_larger_than_the_form_limit_still_uploads(editor_client, session):
+    # Forms elsewhere are capped at 64 KB; the upload form takes roundups up to 1 MB.
+    items = "".join(f"## Story number {n}\n\n{'Plenty of words in this body. ' * 40}\n\n"
+                    for n in range(120))
+    data = f"---\ntitle: A long week\ndate: 2026-11-30\n---\n\n{items}".encode()
+    assert len(data) > 128 * 1024
+    page = editor_client.get("/editor/issues/new")
+    from tests.fixtures.web import csrf_token
+
+    response = editor_client.post(
+        "/editor/issues/new", data={"mode": "paste", "csrf_token": csrf_token(page.text)},
+        files={"file": ("long.md", data, "text/markdown")}, follow_redirects=False)
+    assert response.status_code == 303, response.text[:500]
+    issue_id = int(response.headers["location"].rsplit("/", 1)[1])
+    assert len(session.exec(select(Item).where(Item.issue_id == issue_id)).all()) == 120
+
+
 def test_writing_an_issue_in_markdown_keeps_its_topics_and_pins(editor_client, session):
     text = ("---\ntitle: Written here\ndate: 2026-11-30\n---\n\n## First\n\nTopics: logistics\n\n"
             "Body one.\n\n[Read more](https://example.com/one)\n\n## Second\n\nPinned: yes\n\n"

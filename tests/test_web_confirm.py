@@ -104,3 +104,11 @@ def test_sign_up_to_confirmed_through_a_real_worker(
     submit(client, path_of(link), {})
     sub = session.exec(select(Subscriber).where(Subscriber.email == "real@example.org")).one()
     wait_until(lambda: _status(session, sub.id) == SubscriberStatus.confirmed)
+
+
+def test_confirming_is_an_event_with_its_own_source(client, session, make_subscriber):
+    sub = make_subscriber(confirmed=False)
+    submit(client, path_of(tokens.confirm_url(sub.id)), {})
+    event = session.exec(select(Event).where(Event.subscriber_id == sub.id,
+                                             Event.kind == EventKind.confirmed)).one()
+    assert event.source == "confirm-link" and event.at is not None

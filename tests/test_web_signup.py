@@ -4,6 +4,7 @@ opt-in bookkeeping, no enumeration, and the abuse protections."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -271,3 +272,164 @@ def test_api_is_in_the_openapi_schema(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert "post" in paths["/api/subscribers"] and "get" in paths["/api/topics"]
     assert "/subscribe" not in paths
+
+
+# --- no enumeration: the whole response is the same whatever we know ---------------------
+
+
+def _known_addresses(session, make_subscriber) -> list[str]:
+    """Addresses in every state an address can be in, all of the same length."""
+    from newsletter.models import Suppression
+    from newsletter.subscribers import unsubscribe
+
+    make_subscriber(email="conf1@example.org")
+    make_subscriber(email="pend1@example.org", confirmed=False)
+    gone = make_subscriber(email="unsu1@example.org")
+    unsubscribe(session=session, subscriber_id=gone.id, source="test")
+    session.add(Suppression(email="supp1@example.org", reason="550 no such user"))
+    session.commit()
+    return ["newa1@example.org", "conf1@example.org", "pend1@example.org",
+            "unsu1@example.org", "supp1@example.org"]
+
+
+def _comparable(response, email: str) -> tuple:
+    headers = {k: v for k, v in response.headers.items() if k not in ("date",)}
+    headers["content-security-policy"] = re.sub(
+        r"'nonce-[^']+'", "'nonce-N'", headers.get("content-security-policy", ""))
+    body = response.text.replace(email, "EMAIL")
+    return response.status_code, tuple(sorted(headers.items())), body
+
+
+def test_the_form_answers_byte_for_byte_alike_for_new_and_known_addresses(
+        web_app, session, make_subscriber):
+    from fastapi.testclient import TestClient
+
+    answers = {}
+    for email in _known_addresses(session, make_subscriber):
+        browser = TestClient(web_app)  # a fresh browser each time: same cookies
+        answers[email] = _comparable(submit(browser, "/subscribe", {**GOOD, "email": email}),
+                                     email)
+    assert answers["newa1@example.org"][0] == 200
+    assert len(set(answers.values())) == 1, answers.keys()
+
+
+def test_the_api_answers_byte_for_byte_alike_for_new_and_known_addresses(
+        client, session, make_subscriber):
+    answers = {
+        email: _comparable(client.post("/api/subscribers", json={"email": email}), email)
+        for email in _known_addresses(session, make_subscriber)
+    }
+    assert answers["newa1@example.org"][0] == 202
+    assert len(set(answers.values())) == 1
+
+
+# --- cooldown and rate limits ------------------------------------------------------------
+
+
+def _from_ip(web_app, ip: str):
+    from fastapi.testclient import TestClient
+
+    return TestClient(web_app, client=(ip, 40000))
+
+
+def test_the_cooldown_holds_whatever_the_ip(web_app, session, sent_confirmations):
+    for ip in ("198.51.100.1", "198.51.100.2", "2001:db8::3"):
+        assert submit(_from_ip(web_app, ip), "/subscribe", GOOD).status_code == 200
+        _from_ip(web_app, ip).post("/api/subscribers", json={"email": GOOD["email"]})
+    assert sent_confirmations == [_subscriber(session).id]
+
+
+def test_the_rate_limit_is_per_ip(web_app, session, monkeypatch, web_settings):
+    monkeypatch.setattr(web_settings, "signup_rate_per_minute", 2)
+    busy, other = _from_ip(web_app, "198.51.100.7"), _from_ip(web_app, "198.51.100.8")
+    token = csrf_token(busy.get("/subscribe").text)
+    codes = [busy.post("/subscribe", data={**GOOD, "email": f"b{i}@example.org",
+                                           "csrf_token": token}).status_code
+             for i in range(3)]
+    assert codes == [200, 200, 429]
+    assert submit(other, "/subscribe", {**GOOD, "email": "o@example.org"}).status_code == 200
+
+
+def test_the_api_shares_the_per_ip_limit_and_answers_429(client, session, monkeypatch,
+                                                         web_settings):
+    monkeypatch.setattr(web_settings, "signup_rate_per_minute", 2)
+    codes = [client.post("/api/subscribers", json={"email": f"a{i}@example.org"}).status_code
+             for i in range(3)]
+    assert codes == [202, 202, 429]
+    refused = client.post("/api/subscribers", json={"email": "late@example.org"})
+    assert refused.headers["retry-after"] == "60" and "detail" in refused.json()
+    assert _subscriber(session, "late@example.org") is None
+
+
+def test_unreachable_redis_still_limits_and_never_500s(session, web_settings, monkeypatch,
+                                                        sent_confirmations):
+    from fastapi.testclient import TestClient
+
+    from newsletter.services import free_port
+    from newsletter.web.app import create_app
+
+    monkeypatch.setattr(web_settings, "redis_url", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(web_settings, "signup_rate_per_minute", 2)
+    client = TestClient(create_app(send_confirmation=sent_confirmations.append))
+    token = csrf_token(client.get("/subscribe").text)
+    codes = [client.post("/subscribe", data={**GOOD, "email": f"r{i}@example.org",
+                                             "csrf_token": token}).status_code
+             for i in range(3)]
+    codes.append(client.post("/api/subscribers", json={"email": "x@example.org"}).status_code)
+    assert codes == [200, 200, 429, 429]
+    assert len(sent_confirmations) == 2
+
+
+def test_redis_going_away_mid_flight_falls_back_to_counting_in_memory(
+        session, web_settings, monkeypatch, sent_confirmations):
+    """Counted in Redis while it answers; when it dies the app keeps limiting."""
+    import redis
+
+    from newsletter.services import private_redis
+    from newsletter.web.app import create_app
+
+    monkeypatch.setattr(web_settings, "signup_rate_per_minute", 3)
+    with private_redis() as url:
+        monkeypatch.setattr(web_settings, "redis_url", url)
+        app = create_app(send_confirmation=sent_confirmations.append)
+        client = _from_ip(app, "198.51.100.9")
+        token = csrf_token(client.get("/subscribe").text)
+        post = lambda i: client.post("/subscribe", data={  # noqa: E731
+            **GOOD, "email": f"m{i}@example.org", "csrf_token": token}).status_code
+        assert post(0) == 200
+        counted = redis.Redis.from_url(url).keys("roundup:rl:signup:198.51.100.9:*")
+        assert len(counted) == 1
+    # Redis is gone now: the next requests are counted in this process.
+    codes = [post(i) for i in range(1, 6)]
+    assert 500 not in codes and codes[:3] == [200, 200, 200] and codes[-1] == 429
+
+
+def test_embedded_sign_up_records_the_host_page_and_campaign(client, session):
+    """Inside an iframe, Referer is the page embedding the form."""
+    page = client.get("/subscribe/embed/form?utm_source=partner&utm_medium=iframe",
+                      headers={"Referer": "https://partner.example/news"})
+    client.post("/subscribe/embed/form", data={
+        **GOOD, "csrf_token": csrf_token(page.text),
+        **dict(re.findall(r'name="(referrer|utm_\w+)" value="([^"]*)"', page.text))})
+    event = session.exec(select(Event).where(Event.kind == EventKind.signed_up)).one()
+    assert event.source == "embed"
+    assert {"referrer": "https://partner.example/news", "utm_source": "partner",
+            "utm_medium": "iframe"}.items() <= json.loads(event.data).items()
+
+
+def test_the_honeypot_answer_cannot_be_told_from_a_real_one(web_app, session,
+                                                             sent_confirmations):
+    from fastapi.testclient import TestClient
+
+    real = submit(TestClient(web_app), "/subscribe", {**GOOD, "email": "real@example.org"})
+    trap = submit(TestClient(web_app), "/subscribe",
+                  {**GOOD, "email": "bots@example.org", "website": "x"})
+    assert _comparable(real, "real@example.org") == _comparable(trap, "bots@example.org")
+    assert _subscriber(session, "bots@example.org") is None
+    assert len(sent_confirmations) == 1
+
+
+def test_the_check_your_inbox_page_states_the_configured_cooldown(client, monkeypatch,
+                                                                  web_settings):
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 42)
+    assert "in 42 minutes" in submit(client, "/subscribe", GOOD).text

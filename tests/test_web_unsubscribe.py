@@ -3,6 +3,7 @@ works without cookies or CSRF, and a planned send skips the address."""
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import select
 
 from newsletter import tokens
@@ -113,3 +114,57 @@ def test_one_click_unsubscribe_stops_an_already_planned_send(
     assert smtp_server.recipients() == [staying.email]
     row = session.exec(select(Delivery).where(Delivery.subscriber_id == leaving.id)).one()
     assert row.status == DeliveryStatus.suppressed
+
+
+def test_one_click_as_multipart_form_data_unsubscribes(web_app, session, make_subscriber):
+    from fastapi.testclient import TestClient
+
+    sub = make_subscriber()
+    response = TestClient(web_app).post(_unsub(sub),
+                                        files={"List-Unsubscribe": (None, "One-Click")})
+    assert response.status_code == 200
+    assert _status(session, sub) == SubscriberStatus.unsubscribed
+
+
+def test_one_click_without_a_content_type_unsubscribes(web_app, session, make_subscriber):
+    """RFC 8058 specifies the body; a sender that leaves out Content-Type still works."""
+    from fastapi.testclient import TestClient
+
+    sub = make_subscriber()
+    response = TestClient(web_app).post(_unsub(sub), content=b"List-Unsubscribe=One-Click")
+    assert response.status_code == 200
+    assert _status(session, sub) == SubscriberStatus.unsubscribed
+
+
+def test_one_click_from_a_browser_with_cookies_needs_no_csrf(client, session, make_subscriber):
+    sub = make_subscriber()
+    client.get(_unsub(sub))  # the browser now holds a CSRF cookie
+    assert client.post(_unsub(sub), data=ONE_CLICK).status_code == 200
+    assert _status(session, sub) == SubscriberStatus.unsubscribed
+
+
+@pytest.mark.parametrize("body", [{"List-Unsubscribe": "one-click"},
+                                  {"List-Unsubscribe": "Yes"}, {"One-Click": "1"}])
+def test_anything_but_the_one_click_body_needs_csrf(web_app, session, make_subscriber, body):
+    from fastapi.testclient import TestClient
+
+    sub = make_subscriber()
+    assert TestClient(web_app).post(_unsub(sub), data=body).status_code == 400
+    assert _status(session, sub) == SubscriberStatus.confirmed
+
+
+def test_the_unsubscribe_link_in_a_digest_is_the_one_click_endpoint(
+        web_app, session, make_subscriber):
+    """What providers POST to is the URL in the email's List-Unsubscribe header."""
+    from fastapi.testclient import TestClient
+
+    from newsletter.message import Recipient, build_message
+
+    sub = make_subscriber(email="ana@example.org")
+    message = build_message(subject="Weekly", html="<p>Hi</p>", text="Hi",
+                            recipient=Recipient(subscriber_id=sub.id, email=sub.email,
+                                                name=""))
+    header = message.data.split(b"List-Unsubscribe:", 1)[1].split(b">", 1)[0]
+    url = header.decode().strip().lstrip("<")
+    assert TestClient(web_app).post(path_of(url), data=ONE_CLICK).status_code == 200
+    assert _status(session, sub) == SubscriberStatus.unsubscribed

@@ -13,12 +13,12 @@ from newsletter.message import Recipient, build_message
 from newsletter.models import EventKind, Subscriber, SubscriberStatus, Topic
 from newsletter.render import render_email
 from newsletter.settings import settings
+from newsletter.signup import CONFIRM_VALID_DAYS
 from newsletter.subscribers import followed_topics, log_event
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 
-CONFIRM_VALID_DAYS = 7
 MAX_RETRIES = 5
 
 

@@ -51,6 +51,7 @@ def stats(
     summary.add_column(style="bold")
     summary.add_column(justify="right")
     summary.add_row("Sign-ups (all time)", str(result.signups))
+    summary.add_row("Through double opt-in", str(result.opt_in_signups))
     summary.add_row("Confirmation rate", rate)
     summary.add_row("Median time to confirm", _hours(result.median_time_to_confirm_hours))
     summary.add_row("Active subscribers", str(result.active_subscribers))

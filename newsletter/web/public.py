@@ -25,7 +25,7 @@ from newsletter import db, signup, tokens
 from newsletter import subscribers as subs
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.settings import settings
-from newsletter.signup import TRACKING_KEYS, SignupInvalid, SignupOutcome
+from newsletter.signup import ERASED_SUFFIX, TRACKING_KEYS, SignupInvalid, SignupOutcome
 from newsletter.web import forms
 from newsletter.web.security import client_ip, csrf_valid, honeypot_filled
 from newsletter.web.templating import render
@@ -33,8 +33,9 @@ from newsletter.web.templating import render
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
-CONFIRM_MAX_AGE = int(timedelta(days=7).total_seconds())
-ERASED_SUFFIX = "@erased.invalid"
+CONFIRM_MAX_AGE = int(timedelta(days=signup.CONFIRM_VALID_DAYS).total_seconds())
+CONFIRM_SOURCE = "confirm-link"  # the event source of a double opt-in confirmation
+ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 
 
 @contextmanager
@@ -141,7 +142,8 @@ async def embed_form_submit(request: Request) -> Response:
 
 
 async def _handle_signup(request: Request, *, template: str, source: str) -> Response:
-    limited = rate_limited(request)
+    # The limiter may wait on Redis: keep that off the event loop.
+    limited = await run_in_threadpool(rate_limited, request)
     if limited is not None:
         return limited
     raw = await forms.read_form(request)
@@ -152,13 +154,21 @@ async def _handle_signup(request: Request, *, template: str, source: str) -> Res
             {"form": "This form expired or was sent from another site. "
                      "Please check your details and submit it again."}, 400)
     if honeypot_filled(raw):
-        # Looks like success to the bot; nothing is stored or sent.
-        return render(request, _done_template(template), {"email": ""})
+        # Looks like success to the bot, down to the address; nothing is stored or sent.
+        try:
+            shown = subs.normalise_email(form.email)
+        except subs.SubscriberError:
+            shown = ""
+        return _done(request, template, shown)
     return await run_in_threadpool(_signup_sync, request, template, source, form)
 
 
-def _done_template(template: str) -> str:
-    return "embed_done.html" if template.startswith("embed") else "subscribe_done.html"
+def _done(request: Request, template: str, email: str, **extra: Any) -> Response:
+    """"Check your inbox": the same words whatever happened to the address."""
+    done = "embed_done.html" if template.startswith("embed") else "subscribe_done.html"
+    return render(request, done, {
+        "email": email, "valid_days": signup.CONFIRM_VALID_DAYS,
+        "cooldown_minutes": settings.signup_cooldown_minutes, **extra})
 
 
 def _signup_sync(request: Request, template: str, source: str,
@@ -184,7 +194,7 @@ def _signup_sync(request: Request, template: str, source: str,
             session.rollback()
             outcome = SignupOutcome(subscriber_id=None)
     dispatch_confirmation(request, outcome)
-    return render(request, _done_template(template), {"email": clean.email})
+    return _done(request, template, clean.email)
 
 
 # --- confirm -----------------------------------------------------------------------------
@@ -249,7 +259,7 @@ def _confirm_sync(request: Request, token: str) -> Response:
         sub = _live_subscriber(session, _read(tokens.CONFIRM, token, CONFIRM_MAX_AGE))
         if sub is None or sub.id is None:
             return _link_invalid(request)
-        subs.confirm(session=session, subscriber_id=sub.id, source="form")
+        subs.confirm(session=session, subscriber_id=sub.id, source=CONFIRM_SOURCE)
         session.commit()
         sub = session.get(Subscriber, sub.id)
         assert sub is not None
@@ -406,7 +416,10 @@ def unsubscribe_page(request: Request, token: str) -> Response:
 @router.post("/unsubscribe/{token}")
 async def unsubscribe_submit(request: Request, token: str) -> Response:
     raw = await forms.read_form(request)
-    one_click = raw.get("List-Unsubscribe") == "One-Click"
+    one_click = raw.get("List-Unsubscribe") == "One-Click" or (
+        # RFC 8058 names the body, not the content type: some senders omit the header.
+        "content-type" not in request.headers
+        and (await request.body()).strip() == ONE_CLICK_BODY)
     if not one_click and not csrf_valid(request, raw):
         return _form_expired(request, f"/unsubscribe/{token}")
     source = "one-click" if one_click else "unsubscribe-page"
@@ -431,11 +444,11 @@ async def resubscribe_submit(request: Request, token: str) -> Response:
     raw = await forms.read_form(request)
     if not csrf_valid(request, raw):
         return _form_expired(request, f"/unsubscribe/{token}")
-    limited = rate_limited(request)
+    limited = await run_in_threadpool(rate_limited, request)
     if limited is not None:
         return limited
     await run_in_threadpool(_resubscribe_sync, request, token)
-    return render(request, "subscribe_done.html", {"email": "", "resubscribed": True})
+    return _done(request, "subscribe.html", "")
 
 
 def _resubscribe_sync(request: Request, token: str) -> None:

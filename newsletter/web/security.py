@@ -30,6 +30,8 @@ CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 2 * 24 * 3600  # a form left open over a weekend still submits
 HONEYPOT_FIELD = "website"  # hidden from people; bots fill in anything called "website"
 MAX_BODY_BYTES = 64 * 1024
+# The one form that takes a whole roundup file (1 MB) plus the form around it.
+LARGE_BODY_PATHS = {"/editor/issues/new": 1024 * 1024 + 64 * 1024}
 EMBED_FORM_PATH = "/subscribe/embed/form"
 
 
@@ -37,12 +39,24 @@ class InsecureSecretError(RuntimeError):
     """The app was asked to start outside development with the built-in secret."""
 
 
+MIN_SECRET_LENGTH = 16
+
+
 def check_secret() -> None:
-    if settings.environment != "development" and settings.secret_key == DEFAULT_SECRET:
+    """Outside development, refuse the built-in secret and ones short enough to guess."""
+    if settings.environment == "development":
+        return
+    if settings.secret_key == DEFAULT_SECRET:
         raise InsecureSecretError(
             f"SECRET_KEY is the built-in development secret but ENVIRONMENT is "
             f"{settings.environment!r}; set SECRET_KEY to a long random string "
             "(or ENVIRONMENT=development on your own machine)"
+        )
+    if len(settings.secret_key) < MIN_SECRET_LENGTH:
+        raise InsecureSecretError(
+            f"SECRET_KEY is {len(settings.secret_key)} characters long; use at least "
+            f"{MIN_SECRET_LENGTH} random ones, e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
         )
 
 
@@ -196,19 +210,20 @@ class SecurityMiddleware:
 
     def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
-        self.max_body = max_body
+        self.default_max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body = LARGE_BODY_PATHS.get(scope.get("path", ""), self.default_max_body)
         nonce = secrets.token_urlsafe(16)
         scope.setdefault("state", {})["csp_nonce"] = nonce
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None:
             try:
-                too_big = int(length) > self.max_body
+                too_big = int(length) > max_body
             except ValueError:
                 too_big = True  # unparseable length: refuse rather than guess
             if too_big:
@@ -224,7 +239,7 @@ class SecurityMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > max_body:
                     exceeded = True
                     raise BodyTooLarge
             return message
@@ -284,18 +299,10 @@ def _with_headers(message: Message, scope: Scope, nonce: str) -> Message:
         kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
         return {**message, "headers": kept + preview}
     framable = path == EMBED_FORM_PATH
-    docs = path in {"/docs", "/redoc"}
-    script_src = f"'self' 'nonce-{nonce}'"
-    style_src = "'self'"
-    if docs:
-        # FastAPI's interactive docs load Swagger UI from a CDN; allow it on those
-        # two pages only, the app's own pages never reference a CDN.
-        script_src += " https://cdn.jsdelivr.net 'unsafe-inline'"
-        style_src += " https://cdn.jsdelivr.net"
+    # No page loads anything from elsewhere (FastAPI's CDN-based /docs are switched off).
     csp = (
-        f"default-src 'self'; script-src {script_src}; style-src {style_src}; "
-        "img-src 'self' data: https://fastapi.tiangolo.com; object-src 'none'; "
-        "base-uri 'none'; form-action 'self'; "
+        f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
         + ("frame-ancestors *" if framable else "frame-ancestors 'none'")
     )
     extra = [
