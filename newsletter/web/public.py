@@ -20,6 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from newsletter import db, signup, tokens
 from newsletter import subscribers as subs
@@ -303,76 +304,83 @@ def manage_page(request: Request, token: str) -> Response:
         return _manage_page(request, session, sub, token)
 
 
-@router.post("/manage/{token}")
-async def manage_submit(request: Request, token: str) -> Response:
+# Every preference-centre action: check CSRF, then run `action` in a worker thread
+# with the subscriber the token names (or the "link invalid" page).
+ManageAction = Callable[[Request, Session, Subscriber, str, FormData], Response]
+
+
+async def _manage_post(request: Request, token: str, action: ManageAction) -> Response:
     raw = await forms.read_form(request)
     if not csrf_valid(request, raw):
         return _form_expired(request, f"/manage/{token}")
-    return await run_in_threadpool(_manage_sync, request, token, forms.preferences_form(raw))
+    return await run_in_threadpool(_run_manage_action, request, token, raw, action)
 
 
-def _manage_sync(request: Request, token: str, form: forms.PreferencesForm) -> Response:
+def _run_manage_action(request: Request, token: str, raw: FormData,
+                       action: ManageAction) -> Response:
     with db_session() as session:
         sub = _live_subscriber(session, _read(tokens.MANAGE, token))
         if sub is None or sub.id is None:
             return _link_invalid(request)
-        errors: dict[str, str] = {}
-        for key, check in (
-            ("name", lambda: subs.validate_name(form.name)),
-            ("timezone", lambda: subs.validate_timezone(form.timezone)),
-            ("topics", lambda: subs.validate_topics(session=session, slugs=form.topics)),
-        ):
-            try:
-                check()
-            except subs.SubscriberError as exc:
-                errors[exc.field or key] = str(exc)
-        if errors:
-            return _manage_page(request, session, sub, token, form=form, errors=errors,
-                                status_code=422)
-        subs.update_preferences(
-            session=session, subscriber_id=sub.id, source="manage", name=form.name,
-            timezone=form.timezone, only_my_topics=form.only_my_topics, paused=form.paused,
-            topics=form.topics)
-        session.commit()
-        sub = session.get(Subscriber, sub.id)
-        assert sub is not None
-        return _manage_page(request, session, sub, token, saved=True)
+        return action(request, session, sub, token, raw)
+
+
+@router.post("/manage/{token}")
+async def manage_submit(request: Request, token: str) -> Response:
+    return await _manage_post(request, token, _save_preferences)
+
+
+def _save_preferences(request: Request, session: Session, sub: Subscriber, token: str,
+                      raw: FormData) -> Response:
+    assert sub.id is not None
+    form = forms.preferences_form(raw)
+    errors: dict[str, str] = {}
+    for key, check in (
+        ("name", lambda: subs.validate_name(form.name)),
+        ("timezone", lambda: subs.validate_timezone(form.timezone)),
+        ("topics", lambda: subs.validate_topics(session=session, slugs=form.topics)),
+    ):
+        try:
+            check()
+        except subs.SubscriberError as exc:
+            errors[exc.field or key] = str(exc)
+    if errors:
+        return _manage_page(request, session, sub, token, form=form, errors=errors,
+                            status_code=422)
+    subs.update_preferences(
+        session=session, subscriber_id=sub.id, source="manage", name=form.name,
+        timezone=form.timezone, only_my_topics=form.only_my_topics, paused=form.paused,
+        topics=form.topics)
+    session.commit()
+    fresh = session.get(Subscriber, sub.id)
+    assert fresh is not None
+    return _manage_page(request, session, fresh, token, saved=True)
 
 
 @router.post("/manage/{token}/unsubscribe")
 async def manage_unsubscribe(request: Request, token: str) -> Response:
-    raw = await forms.read_form(request)
-    if not csrf_valid(request, raw):
-        return _form_expired(request, f"/manage/{token}")
-    return await run_in_threadpool(_manage_unsubscribe_sync, request, token)
+    return await _manage_post(request, token, _unsubscribe_from_manage)
 
 
-def _manage_unsubscribe_sync(request: Request, token: str) -> Response:
-    with db_session() as session:
-        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
-        if sub is None or sub.id is None:
-            return _link_invalid(request)
-        subs.unsubscribe(session=session, subscriber_id=sub.id, source="manage")
-        session.commit()
-        return render(request, "unsubscribed.html", {
-            "resubscribe_action": f"/unsubscribe/{tokens.make_token(tokens.UNSUBSCRIBE, sub.id)}"
-                                  "/resubscribe"})
+def _unsubscribe_from_manage(request: Request, session: Session, sub: Subscriber, token: str,
+                             raw: FormData) -> Response:
+    assert sub.id is not None
+    subs.unsubscribe(session=session, subscriber_id=sub.id, source="manage")
+    session.commit()
+    return render(request, "unsubscribed.html", {
+        "resubscribe_action": f"/unsubscribe/{tokens.make_token(tokens.UNSUBSCRIBE, sub.id)}"
+                              "/resubscribe"})
 
 
 @router.post("/manage/{token}/export")
 async def manage_export(request: Request, token: str) -> Response:
-    raw = await forms.read_form(request)
-    if not csrf_valid(request, raw):
-        return _form_expired(request, f"/manage/{token}")
-    return await run_in_threadpool(_export_sync, request, token)
+    return await _manage_post(request, token, _export)
 
 
-def _export_sync(request: Request, token: str) -> Response:
-    with db_session() as session:
-        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
-        if sub is None or sub.id is None:
-            return _link_invalid(request)
-        data = signup.export_subscriber(session=session, subscriber_id=sub.id)
+def _export(request: Request, session: Session, sub: Subscriber, token: str,
+            raw: FormData) -> Response:
+    assert sub.id is not None
+    data = signup.export_subscriber(session=session, subscriber_id=sub.id)
     return Response(
         json.dumps(data, indent=2, ensure_ascii=False),
         media_type="application/json",
@@ -382,23 +390,17 @@ def _export_sync(request: Request, token: str) -> Response:
 
 @router.post("/manage/{token}/delete")
 async def manage_delete(request: Request, token: str) -> Response:
-    raw = await forms.read_form(request)
-    if not csrf_valid(request, raw):
-        return _form_expired(request, f"/manage/{token}")
-    sure = forms.checked(raw, "sure")
-    return await run_in_threadpool(_delete_sync, request, token, sure)
+    return await _manage_post(request, token, _delete)
 
 
-def _delete_sync(request: Request, token: str, sure: bool) -> Response:
-    with db_session() as session:
-        sub = _live_subscriber(session, _read(tokens.MANAGE, token))
-        if sub is None or sub.id is None:
-            return _link_invalid(request)
-        if not sure:
-            return _manage_page(request, session, sub, token, status_code=422, errors={
-                "sure": "Tick the box to confirm you want everything deleted."})
-        signup.erase_subscriber(session=session, subscriber_id=sub.id, source="manage")
-        session.commit()
+def _delete(request: Request, session: Session, sub: Subscriber, token: str,
+            raw: FormData) -> Response:
+    assert sub.id is not None
+    if not forms.checked(raw, "sure"):
+        return _manage_page(request, session, sub, token, status_code=422, errors={
+            "sure": "Tick the box to confirm you want everything deleted."})
+    signup.erase_subscriber(session=session, subscriber_id=sub.id, source="manage")
+    session.commit()
     return render(request, "deleted.html")
 
 
