@@ -68,12 +68,7 @@ def current_slot(
     tz: str | None = None,
 ) -> datetime:
     """The most recent slot at or before `now` (UTC)."""
-    now = now or utcnow()
-    local_day = now.astimezone(_zone(tz)).date()
-    slot = slot_on_week_of(local_day, weekday=weekday, at=at, tz=tz)
-    if slot > now:
-        slot = slot_on_week_of(local_day - timedelta(days=7), weekday=weekday, at=at, tz=tz)
-    return slot
+    return _slot_from(now, step_weeks=-1, weekday=weekday, at=at, tz=tz)
 
 
 def next_slot(
@@ -81,11 +76,20 @@ def next_slot(
     tz: str | None = None,
 ) -> datetime:
     """The first slot strictly after `now` (UTC)."""
+    return _slot_from(now, step_weeks=1, weekday=weekday, at=at, tz=tz)
+
+
+def _slot_from(now: datetime | None, *, step_weeks: int, weekday: str | None, at: str | None,
+               tz: str | None) -> datetime:
+    """This local week's slot, or the one a week before/after when it is on the wrong side
+    of `now` (before: at or before now; after: strictly after)."""
     now = now or utcnow()
     local_day = now.astimezone(_zone(tz)).date()
     slot = slot_on_week_of(local_day, weekday=weekday, at=at, tz=tz)
-    if slot <= now:
-        slot = slot_on_week_of(local_day + timedelta(days=7), weekday=weekday, at=at, tz=tz)
+    wrong_side = slot > now if step_weeks < 0 else slot <= now
+    if wrong_side:
+        slot = slot_on_week_of(local_day + timedelta(days=7 * step_weeks), weekday=weekday,
+                               at=at, tz=tz)
     return slot
 
 
