@@ -8,10 +8,12 @@ scheduled issue sends it back to draft: approval covers what was checked.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from newsletter.errors import UserError
@@ -76,26 +78,62 @@ def validate_url(value: str, *, field: str = "link_url") -> str:
     return value
 
 
+def _refusal(status: str, verb: str) -> EditorialError:
+    if status == IssueStatus.sending:
+        return EditorialError(f"This issue started sending; it can no longer be {verb}.",
+                              field="status")
+    return EditorialError(f"This issue is {status}; it can no longer be {verb}.", field="status")
+
+
 def _issue_for_edit(session: Session, issue_id: int) -> Issue:
     issue = session.get(Issue, issue_id)
     if issue is None:
         raise LookupError(f"no issue with id {issue_id}")
     if issue.status not in EDITABLE:
-        raise EditorialError(
-            f"This issue is {issue.status}; it can no longer be edited.", field="status"
-        )
+        raise _refusal(issue.status, "edited")
     return issue
+
+
+def _set_status(session: Session, issue: Issue, *, allowed_from: Sequence[IssueStatus],
+                verb: str, **values: object) -> None:
+    """Write the issue's status only if it is still one of `allowed_from`.
+
+    Beat's plan_send may move the issue to `sending` between our read and this
+    write; a plain ORM write would then put a half-sent issue back to draft.
+    """
+    result = session.exec(  # type: ignore[call-overload]
+        update(Issue)
+        .where(col(Issue.id) == issue.id, col(Issue.status).in_(list(allowed_from)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:
+        current = session.exec(select(Issue.status).where(Issue.id == issue.id)).first()
+        raise _refusal(current or "gone", verb)
+    for name, value in values.items():
+        set_committed_value(issue, name, value)
 
 
 def touch_issue(*, session: Session, issue: Issue) -> None:
     """Record an edit: new composition version, and approval no longer holds."""
-    issue.updated_at = utcnow()
-    if issue.status in (IssueStatus.approved, IssueStatus.scheduled):
-        issue.status = IssueStatus.draft
-        issue.approved_at = None
-        issue.scheduled_for = None
-    session.add(issue)
-    session.flush()
+    session.flush()  # the edit itself, in this transaction: rolled back if we refuse
+    _set_status(session, issue, allowed_from=sorted(EDITABLE), verb="edited",
+                updated_at=utcnow(), status=IssueStatus.draft, approved_at=None,
+                scheduled_for=None)
+
+
+def schedule_issue(*, session: Session, issue_id: int, when: datetime) -> Issue:
+    """Approved (or already scheduled) -> scheduled for `when`."""
+    issue = session.get(Issue, issue_id)
+    if issue is None:
+        raise LookupError(f"no issue with id {issue_id}")
+    if issue.status not in (IssueStatus.approved, IssueStatus.scheduled):
+        raise EditorialError(
+            f"Only approved issues can be scheduled; this one is {issue.status}. "
+            "Run the checks and approve it first.", field="status")
+    _set_status(session, issue, allowed_from=[IssueStatus.approved, IssueStatus.scheduled],
+                verb="scheduled", status=IssueStatus.scheduled, scheduled_for=when)
+    return issue
 
 
 def _item_for_edit(session: Session, item_id: int) -> tuple[Item, Issue]:
@@ -264,10 +302,8 @@ def approve_issue(*, session: Session, issue_id: int) -> Issue:
     blocking = [c for c in report.results if c.blocking and not c.ok]
     if blocking:
         raise ApprovalRefused(blocking)
-    issue.status = IssueStatus.approved
-    issue.approved_at = utcnow()
-    session.add(issue)
-    session.flush()
+    _set_status(session, issue, allowed_from=[IssueStatus.draft], verb="approved",
+                status=IssueStatus.approved, approved_at=utcnow())
     return issue
 
 

@@ -9,7 +9,8 @@ from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import update
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from newsletter.errors import UserError
 from newsletter.models import utcnow
@@ -43,6 +44,9 @@ class Editor(EditorBase, table=True):
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     last_login_at: datetime | None = None
+    # Part of the signed session cookie; bumping it (logout, new password) ends
+    # every session issued before, including copies of the cookie.
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 # An editor as pages and the CLI show it (never the hash).
@@ -86,6 +90,16 @@ def set_password(*, session: Session, editor_id: int, password: str) -> None:
     editor.password_hash = _hasher.hash(validate_password(password))
     session.add(editor)
     session.flush()
+    end_sessions(session=session, editor_id=editor_id)
+
+
+def end_sessions(*, session: Session, editor_id: int) -> None:
+    """Invalidate every session cookie issued to this editor so far."""
+    session.exec(  # type: ignore[call-overload]
+        update(Editor).where(col(Editor.id) == editor_id)
+        .values(session_generation=col(Editor.session_generation) + 1)
+    )
+    session.expire_all()
 
 
 def authenticate(*, session: Session, email: str, password: str) -> Editor | None:

@@ -166,6 +166,7 @@ def worker_process(
         env.update(settings_env())
         env.update(extra_env or {})
         env[READY_FILE_ENV] = str(ready)
+        env["ROUNDUP_EMBEDDED_WORKER"] = "1"  # see workers.celery_app._require_smtp_host
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         cmd = [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",

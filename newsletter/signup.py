@@ -5,18 +5,21 @@ session; the caller commits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from newsletter import subscribers as subs
+from newsletter import tokens
 from newsletter.models import (
     Delivery,
     Event,
@@ -25,6 +28,7 @@ from newsletter.models import (
     SubscriberStatus,
     SubscriberTopic,
     Suppression,
+    Topic,
     utcnow,
 )
 from newsletter.settings import settings
@@ -34,6 +38,7 @@ TRACKING_KEYS = ("referrer", *UTM_KEYS)
 _TRACKING_MAX = 300
 ERASED_SUFFIX = "@erased.invalid"  # an erased subscriber's placeholder address
 CONFIRM_VALID_DAYS = 7  # how long a confirmation link works
+CONFIRM_PREFS_SALT = "confirm-prefs"  # links that carry the preferences to apply
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
@@ -107,6 +112,8 @@ def sign_up(
     Known addresses are handled without telling the caller anything different:
     pending ones get a fresh confirmation (subject to the cooldown), unsubscribed
     ones start over as pending, confirmed/bounced/suppressed ones are left alone.
+    A known address's stored preferences never change here: the ones submitted
+    travel in the confirmation link (`confirm_url`) and apply on `confirm_signup`.
     """
     if session.get(Suppression, signup.email) is not None:
         return SignupOutcome(subscriber_id=None)
@@ -119,23 +126,130 @@ def sign_up(
         )
         session.flush()
         assert sub.id is not None
-        subscriber_id = sub.id
-    elif existing.status == SubscriberStatus.unsubscribed:
-        assert existing.id is not None
-        subscriber_id = existing.id
-        subs.resubscribe(session=session, subscriber_id=subscriber_id, source=source)
-        # They filled the form in again: what they chose now is what they want.
-        subs.update_preferences(
-            session=session, subscriber_id=subscriber_id, source=source,
-            name=signup.name, timezone=signup.timezone, only_my_topics=signup.only_my_topics,
-            topics=signup.topics,
-        )
-    elif existing.status == SubscriberStatus.pending:
-        assert existing.id is not None
-        subscriber_id = existing.id
-    else:
+        return claim_confirmation(session=session, subscriber_id=sub.id)
+    if existing.status not in (SubscriberStatus.unsubscribed, SubscriberStatus.pending):
         return SignupOutcome(subscriber_id=existing.id)
-    return claim_confirmation(session=session, subscriber_id=subscriber_id)
+    # Anyone can type anyone's address: what they chose is applied only when the
+    # address's owner confirms (it travels in the confirmation link).
+    assert existing.id is not None
+    if existing.status == SubscriberStatus.unsubscribed:
+        subs.resubscribe(session=session, subscriber_id=existing.id, source=source)
+    outcome = claim_confirmation(session=session, subscriber_id=existing.id)
+    if outcome.claimed_at is not None:
+        _record_requested(session=session, outcome=outcome, signup=signup, source=source)
+    return outcome
+
+
+# --- preferences that wait for confirmation ----------------------------------------------
+
+
+def _preferences(signup: CleanSignup) -> dict[str, Any]:
+    return {"name": signup.name, "topics": list(signup.topics), "timezone": signup.timezone,
+            "only_my_topics": signup.only_my_topics}
+
+
+def _record_requested(*, session: Session, outcome: SignupOutcome, signup: CleanSignup,
+                      source: str) -> None:
+    """Keep what this sign-up asked for with the claim of its confirmation email."""
+    assert outcome.subscriber_id is not None and outcome.claimed_at is not None
+    subs.log_event(session=session, subscriber_id=outcome.subscriber_id,
+                   kind=EventKind.confirmation_sent, source=source,
+                   data={"claim": outcome.claimed_at.isoformat(),
+                         "requested": _preferences(signup)})
+
+
+def requested_preferences(*, session: Session, subscriber_id: int) -> dict[str, Any] | None:
+    """The preferences submitted with the sign-up that claimed the current confirmation
+    email (None when that sign-up created the address, so they are already stored)."""
+    sub = session.get(Subscriber, subscriber_id)
+    if sub is None or sub.confirmation_sent_at is None:
+        return None
+    events = session.exec(
+        select(Event).where(Event.subscriber_id == subscriber_id,
+                            Event.kind == EventKind.confirmation_sent)
+        .order_by(col(Event.at).desc(), col(Event.id).desc()).limit(20)
+    ).all()
+    for event in events:
+        data = _json(event.data)
+        if not isinstance(data, dict) or not isinstance(data.get("requested"), dict):
+            continue
+        try:
+            claim = datetime.fromisoformat(str(data.get("claim")))
+        except ValueError:
+            continue
+        if _same_instant(claim, sub.confirmation_sent_at):
+            return dict(data["requested"])
+    return None
+
+
+def _same_instant(a: datetime, b: datetime) -> bool:
+    # SQLite gives naive UTC datetimes back, PostgreSQL aware ones.
+    def utc(d: datetime) -> datetime:
+        return d.replace(tzinfo=None) if d.tzinfo is None else d.astimezone(UTC).replace(
+            tzinfo=None)
+    return abs(utc(a) - utc(b)) < timedelta(milliseconds=1)
+
+
+def _confirm_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.secret_key, salt=CONFIRM_PREFS_SALT)
+
+
+def confirm_url(*, session: Session, subscriber_id: int) -> str:
+    """The link for the confirmation email about to go out. When the sign-up that
+    claimed it asked for preferences, the signed link carries them, so confirming
+    applies exactly what was submitted with this email, and nothing before."""
+    wanted = requested_preferences(session=session, subscriber_id=subscriber_id)
+    if wanted is None:
+        return tokens.confirm_url(subscriber_id)
+    token = _confirm_serializer().dumps({"id": subscriber_id, "prefs": wanted})
+    return tokens.url_for_token("confirm", str(token))
+
+
+@dataclass(frozen=True)
+class ConfirmRequest:
+    """What a confirmation link asks for: this subscriber, with these preferences."""
+
+    subscriber_id: int
+    preferences: dict[str, Any] | None = None
+
+
+def read_confirm_token(token: str, *, max_age: int) -> ConfirmRequest | None:
+    """Either kind of confirmation link (with or without preferences); None if invalid."""
+    if len(token) > 2048:
+        return None
+    try:
+        data = _confirm_serializer().loads(token, max_age=max_age)
+    except BadSignature:
+        try:
+            return ConfirmRequest(tokens.read_token(tokens.CONFIRM, token, max_age=max_age))
+        except tokens.BadToken:
+            return None
+    if (not isinstance(data, dict) or type(data.get("id")) is not int
+            or not isinstance(data.get("prefs"), dict)):
+        return None
+    return ConfirmRequest(data["id"], data["prefs"])
+
+
+def confirm_signup(*, session: Session, request: ConfirmRequest, source: str) -> bool:
+    """pending -> confirmed, then the preferences the link carries. False (and nothing
+    applied) when the address was not pending: an old link must not undo later choices."""
+    if not subs.confirm(session=session, subscriber_id=request.subscriber_id, source=source):
+        return False
+    wanted = request.preferences
+    if wanted:
+        known = set(session.exec(select(Topic.slug)).all())  # topics may have gone since
+        name, zone = wanted.get("name"), wanted.get("timezone")
+        topics = wanted.get("topics")
+        # Signed by us and validated at sign-up; a value no longer valid is skipped.
+        with contextlib.suppress(subs.SubscriberError):
+            subs.update_preferences(
+                session=session, subscriber_id=request.subscriber_id, source=source,
+                name=name if isinstance(name, str) else None,
+                timezone=zone if isinstance(zone, str) else None,
+                only_my_topics=bool(wanted.get("only_my_topics")),
+                topics=[t for t in topics if t in known] if isinstance(topics, list) else None,
+            )
+    return True
 
 
 def resubscribe(*, session: Session, subscriber_id: int, source: str) -> SignupOutcome:

@@ -316,6 +316,77 @@ def test_unreachable_server_defers_the_whole_batch(
     assert {r.status for r in rows(session, approved_issue.id)} == {DeliveryStatus.pending}
 
 
+@pytest.mark.parametrize("trouble", ["wrong password", "HELO refused", "sender refused"])
+def test_a_relay_refusing_the_session_fails_no_recipient_and_they_go_out_once_fixed(
+    trouble: str, session: Session, approved_issue: Issue,
+    make_subscriber: Callable[..., Subscriber], request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from newsletter.settings import settings
+
+    # A mistyped password or a relay that will not have us is the operator's problem:
+    # no subscriber may be failed (and the issue marked sent) because of it.
+    monkeypatch.setattr(settings, "send_retry_base_seconds", 0.01)
+    readers = [make_subscriber() for _ in range(3)]
+    if trouble == "wrong password":
+        server = request.getfixturevalue("auth_smtp_server")
+        monkeypatch.setattr(settings, "smtp_password", "typo")
+        expected = "535"
+    else:
+        server = request.getfixturevalue("troubled_smtp_server")
+        if trouble == "HELO refused":
+            server.helo_reply = expected = "554 5.7.1 go away"
+        else:
+            server.mail_reply = expected = "550 5.7.1 sender not allowed"
+    plan(session, approved_issue.id)
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert outcome.counts == {"deferred": 3}
+    assert outcome.retry_in is not None
+    ledger = rows(session, approved_issue.id)
+    assert {r.status for r in ledger} == {DeliveryStatus.pending}
+    assert all(f"SMTP relay 127.0.0.1:{server.port}" in r.error or
+               f"relay 127.0.0.1:{server.port}" in r.error for r in ledger)
+    assert all(expected.split()[0] in r.error for r in ledger)
+    assert len({r.next_attempt_at for r in ledger}) == 1  # one retry picks them all up
+    assert any(r.levelname == "ERROR" and "SMTP_" in r.getMessage() for r in caplog.records)
+    assert issue_status(session, approved_issue.id) == IssueStatus.sending
+    assert server.messages == []
+
+    monkeypatch.setattr(settings, "smtp_password", "s3cret")
+    server.helo_reply = server.mail_reply = ""
+    time.sleep(0.05)
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert sorted(server.recipients()) == sorted(r.email for r in readers)
+    assert {r.status for r in rows(session, approved_issue.id)} == {DeliveryStatus.sent}
+
+
+def test_a_relay_that_stays_down_fails_rows_only_after_their_own_attempts(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    auth_smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.settings import settings
+
+    monkeypatch.setattr(settings, "send_max_retries", 1)
+    monkeypatch.setattr(settings, "send_retry_base_seconds", 0.01)
+    monkeypatch.setattr(settings, "smtp_password", "typo")
+    make_subscriber()
+    plan(session, approved_issue.id)
+
+    first = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+    time.sleep(0.05)
+    second = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert (first.counts, second.counts) == ({"deferred": 1}, {"failed": 1})
+    [row] = rows(session, approved_issue.id)
+    assert row.status == DeliveryStatus.failed
+    assert row.error.startswith(
+        f"out of retries after 2 attempts: cannot open a session with the SMTP relay "
+        f"127.0.0.1:{auth_smtp_server.port}: 535")
+
+
 def test_batch_of_a_paused_issue_sends_nothing(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
     smtp_server: SMTPTestServer,
@@ -558,6 +629,44 @@ def test_a_row_that_keeps_getting_4xx_fails_after_the_retry_limit(
     assert issue_status(session, approved_issue.id) == IssueStatus.sent
 
 
+def test_rows_out_of_attempts_are_never_claimed_again_and_the_sweep_fails_them(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.settings import settings
+
+    # A batch that dies on a row (a crash, the OOM killer) never reaches _defer: the
+    # attempt limit must hold through claim and the sweep too, or the row loops for ever.
+    monkeypatch.setattr(settings, "send_max_retries", 1)
+    monkeypatch.setattr(settings, "send_lease_seconds", 10)
+    doomed, lagging = make_subscriber(), make_subscriber()
+    plan(session, approved_issue.id)
+
+    def crash_on_claim() -> None:
+        delivery.claim(session=session, issue_id=approved_issue.id, batch=1)
+        with db.session_scope() as s:  # the lease passes; beat sweeps
+            delivery.sweep_expired_leases(session=s, now=utcnow() + timedelta(seconds=11))
+
+    crash_on_claim()
+    assert {r.status for r in rows(session, approved_issue.id)} == {DeliveryStatus.pending}
+    # One row has already had its last attempt (its batch died before recording it).
+    session.execute(update(Delivery).where(Delivery.subscriber_id == lagging.id)
+                    .values(attempts=2))
+    session.commit()
+    token, _ = delivery.claim(session=session, issue_id=approved_issue.id, batch=1)
+    assert [c.subscriber_id for c in delivery.load_claimed(session, token)] == [doomed.id]
+    with db.session_scope() as s:
+        delivery.sweep_expired_leases(session=s, now=utcnow() + timedelta(seconds=11))
+
+    by_sub = {r.subscriber_id: r for r in rows(session, approved_issue.id)}
+    assert {r.status for r in by_sub.values()} == {DeliveryStatus.failed}
+    assert by_sub[doomed.id].attempts == 2
+    assert by_sub[doomed.id].error.startswith("out of retries after 2 attempts: the worker")
+    assert by_sub[lagging.id].error.startswith("out of retries after 2 attempts: lease expired")
+    assert issue_status(session, approved_issue.id) == IssueStatus.sent
+    assert smtp_server.messages == []
+
+
 def test_postgresql_sent_marks_leave_no_asynchronous_commit_in_the_pool(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
     smtp_server: SMTPTestServer,
@@ -599,8 +708,9 @@ def test_send_through_a_worker_delivers_one_message_per_confirmed_subscriber(
     wait_until(lambda: done(approved_issue.id), message=celery_workers.logs)
     assert sorted(smtp_server.recipients()) == sorted(r.email for r in readers)
     assert counts(approved_issue.id)["sent"] == 5
-    session.expire_all()
-    assert issue_status(session, approved_issue.id) == IssueStatus.sent
+    # The last row's mark commits a moment before the batch marks the issue sent.
+    wait_until(lambda: issue_status(session, approved_issue.id) == IssueStatus.sent,
+               timeout=5, message=celery_workers.logs)
 
 
 def test_enqueueing_every_batch_twice_sends_nobody_twice(
@@ -703,3 +813,43 @@ def test_worker_gives_up_after_the_retry_limit_and_finishes_the_issue(
     assert (by_sub[busy.id].status, by_sub[busy.id].attempts) == (DeliveryStatus.failed, 3)
     assert "out of retries" in by_sub[busy.id].error
     assert smtp_server.rcpt_attempts.count(busy.email) == 3
+
+
+def test_greylisting_every_recipient_once_delivers_them_all(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer, celery_workers: WorkerFactory,
+) -> None:
+    # Each 451 used to get its own backoff, so the deferred rows came due one by one
+    # and the task's retries ran out (failing rows tried once) long before the rows'.
+    readers = [make_subscriber() for _ in range(100)]
+    for reader in readers:
+        smtp_server.fail_next(reader.email, "451 4.7.1 greylisted, come back later")
+    plan(session, approved_issue.id)
+    celery_workers.start(SEND_MAX_RETRIES="1", SEND_RETRY_BASE_SECONDS="1")
+
+    delivery.enqueue_batches(approved_issue.id)
+
+    wait_until(lambda: done(approved_issue.id), timeout=30, message=celery_workers.logs)
+    assert counts(approved_issue.id)["sent"] == 100
+    assert Counter(smtp_server.recipients()) == Counter(r.email for r in readers)
+    assert {r.attempts for r in rows(session, approved_issue.id)} == {2}
+
+
+def test_a_stand_alone_worker_without_smtp_host_refuses_to_start(app_settings: object) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from newsletter.settings import REPO_ROOT
+
+    # The Procfile's worker: no mail catcher behind it, so no SMTP_HOST is a config error.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SMTP_HOST", "ROUNDUP_EMBEDDED_WORKER")}
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-c", "1",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+    assert result.returncode == 78, result.stderr
+    assert "SMTP_HOST is not set" in result.stderr

@@ -112,3 +112,26 @@ def test_confirming_is_an_event_with_its_own_source(client, session, make_subscr
     event = session.exec(select(Event).where(Event.subscriber_id == sub.id,
                                              Event.kind == EventKind.confirmed)).one()
     assert event.source == "confirm-link" and event.at is not None
+
+
+def test_a_returning_subscribers_new_topics_apply_only_when_they_confirm(
+        client, session, make_subscriber, sent_confirmations, smtp_server):
+    """An unsubscribed address signs up again with other topics: nothing changes until
+    the link in the email it receives is confirmed, and then exactly those topics apply."""
+    from newsletter.subscribers import followed_topics, unsubscribe
+
+    sub = make_subscriber(email="back@example.org", topics=["logistics"])
+    unsubscribe(session=session, subscriber_id=sub.id, source="test")
+    session.commit()
+    submit(client, "/subscribe", {"email": "back@example.org", "topics": ["europe", "travel"],
+                                  "consent": "1"})
+    assert followed_topics(session=session, subscriber_id=sub.id) == ["logistics"]
+    assert sent_confirmations == [sub.id]
+    assert send_confirmation(sub.id) == "sent"
+    [received] = smtp_server.wait_for(1)
+    msg = assert_email(received.data, to="back@example.org", subject_contains="Confirm")
+    link = LINK.search(msg.get_body(("plain",)).get_content()).group(0)
+    assert submit(client, path_of(link), {}).status_code == 200
+    session.expire_all()
+    assert _status(session, sub.id) == SubscriberStatus.confirmed
+    assert sorted(followed_topics(session=session, subscriber_id=sub.id)) == ["europe", "travel"]

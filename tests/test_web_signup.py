@@ -433,3 +433,98 @@ def test_the_check_your_inbox_page_states_the_configured_cooldown(client, monkey
                                                                   web_settings):
     monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 42)
     assert "in 42 minutes" in submit(client, "/subscribe", GOOD).text
+
+
+# --- a known address's preferences change only when its owner confirms ------------------
+
+
+def _owner(make_subscriber, session, **fields):
+    from newsletter.subscribers import unsubscribe
+
+    sub = make_subscriber(email="owner@example.org", name="Olga", topics=["logistics"],
+                          timezone="Asia/Tokyo", **fields)
+    if fields.get("confirmed", True):
+        unsubscribe(session=session, subscriber_id=sub.id, source="test")
+    session.commit()
+    return sub
+
+
+def _prefs(session, sub_id):
+    sub = session.get(Subscriber, sub_id)
+    return (sub.name, sub.timezone, sub.only_my_topics,
+            followed_topics(session=session, subscriber_id=sub_id))
+
+
+OWNER = ("Olga", "Asia/Tokyo", False, ["logistics"])
+STRANGER = {"email": "owner@example.org", "name": "Hacked", "topics": ["fintech"],
+            "timezone": "Europe/Paris", "only_my_topics": "1", "consent": "1"}
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "pending"])
+def test_a_stranger_signing_up_a_known_address_changes_nothing_stored(
+        client, session, make_subscriber, sent_confirmations, status):
+    sub = _owner(make_subscriber, session, confirmed=status == "unsubscribed")
+    submit(client, "/subscribe", STRANGER)
+    session.expire_all()
+    assert session.get(Subscriber, sub.id).status == SubscriberStatus.pending
+    assert _prefs(session, sub.id) == OWNER
+    assert sent_confirmations == [sub.id]
+
+
+def _confirm_link_token(session, sub_id):
+    url = signup.confirm_url(session=session, subscriber_id=sub_id)
+    return url.rsplit("/", 1)[1]
+
+
+MAX_AGE = 7 * 24 * 3600
+
+
+def test_the_confirmation_link_carries_the_submitted_preferences(
+        client, session, make_subscriber, sent_confirmations):
+    sub = _owner(make_subscriber, session)
+    submit(client, "/subscribe", STRANGER)
+    token = _confirm_link_token(session, sub.id)
+    request = signup.read_confirm_token(token, max_age=MAX_AGE)
+    assert request == signup.ConfirmRequest(sub.id, {
+        "name": "Hacked", "topics": ["fintech"], "timezone": "Europe/Paris",
+        "only_my_topics": True})
+    # A link carrying preferences is not a plain confirm token, nor the other way round.
+    from newsletter import tokens
+    with pytest.raises(tokens.BadToken):
+        tokens.read_token(tokens.CONFIRM, token)
+    assert signup.read_confirm_token(token[:-2] + "xx", max_age=MAX_AGE) is None
+
+    # Only the address's owner, clicking the link, applies them.
+    assert signup.confirm_signup(session=session, request=request, source="confirm-link")
+    session.commit()
+    session.expire_all()
+    assert session.get(Subscriber, sub.id).status == SubscriberStatus.confirmed
+    assert _prefs(session, sub.id) == ("Hacked", "Europe/Paris", True, ["fintech"])
+    # A second click (or an older link) changes nothing any more.
+    assert not signup.confirm_signup(session=session, request=signup.ConfirmRequest(
+        sub.id, {"name": "Later", "topics": [], "timezone": "UTC", "only_my_topics": False}),
+        source="confirm-link")
+
+
+def test_a_later_sign_up_within_the_cooldown_does_not_change_the_emailed_link(
+        client, session, make_subscriber, sent_confirmations):
+    sub = _owner(make_subscriber, session)
+    owner_wants = {**STRANGER, "name": "Olga M.", "topics": ["logistics", "health"]}
+    owner_wants.pop("only_my_topics")
+    submit(client, "/subscribe", owner_wants)
+    submit(client, "/subscribe", STRANGER)  # within the cooldown: no email, no effect
+    assert sent_confirmations == [sub.id]
+    request = signup.read_confirm_token(_confirm_link_token(session, sub.id), max_age=MAX_AGE)
+    assert request.preferences["name"] == "Olga M."
+    assert sorted(request.preferences["topics"]) == ["health", "logistics"]
+    assert _prefs(session, sub.id) == OWNER
+
+
+def test_a_new_address_gets_a_plain_confirm_link(client, session, sent_confirmations):
+    from newsletter import tokens
+
+    submit(client, "/subscribe", GOOD)
+    sub = _subscriber(session)
+    token = _confirm_link_token(session, sub.id)
+    assert tokens.read_token(tokens.CONFIRM, token) == sub.id
+    assert signup.read_confirm_token(token, max_age=MAX_AGE) == signup.ConfirmRequest(sub.id)

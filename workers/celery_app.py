@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import celeryd_init, worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
 from newsletter.settings import settings
 
+log = logging.getLogger(__name__)
+
 DEFAULT_QUEUE = "roundup"
+# Set by newsletter.services.worker_process: a worker owned by a CLI command (which
+# brings its own mail catcher when SMTP_HOST is empty) or a test.
+EMBEDDED_WORKER_ENV = "ROUNDUP_EMBEDDED_WORKER"
+EX_CONFIG = 78  # sysexits.h: configuration error
 BULK_QUEUE = "roundup.bulk"  # newsletter batches, so transactional mail never waits behind them
 
 
@@ -59,6 +66,26 @@ app.conf.update(
 from workers.beat import BEAT_SCHEDULE  # noqa: E402
 
 app.conf.beat_schedule = BEAT_SCHEDULE
+
+
+@celeryd_init.connect
+def _require_smtp_host(**_: Any) -> None:
+    """A stand-alone worker (the Procfile's) without SMTP_HOST could send nothing: stop now.
+
+    Better one clear error at start-up than every batch deferred until its rows fail.
+    The CLI's `newsletter worker`, `send` and `demo` set SMTP_HOST to their local mail
+    catcher when it is empty, so "unset: the local mail catcher" holds there.
+    """
+    if settings.smtp_host:
+        return
+    if os.environ.get(EMBEDDED_WORKER_ENV):
+        log.warning("SMTP_HOST is not set: this worker cannot send mail")
+        return
+    message = ("SMTP_HOST is not set: this worker would have no relay to send through. "
+               "Set SMTP_HOST (and SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD) to your relay, "
+               "or run `newsletter worker`, which starts a local mail catcher when it is unset.")
+    log.critical(message)  # logging is not set up yet: this goes to stderr
+    raise SystemExit(EX_CONFIG)
 
 
 @worker_process_init.connect

@@ -8,7 +8,7 @@ import smtplib
 from celery import Task
 from sqlmodel import select
 
-from newsletter import db, delivery, tokens
+from newsletter import db, delivery, signup
 from newsletter.message import Recipient, build_message
 from newsletter.models import EventKind, Subscriber, SubscriberStatus, Topic
 from newsletter.render import render_email
@@ -42,7 +42,9 @@ def send_confirmation(subscriber_id: int) -> str:
             return "skipped: unknown subscriber"
         if sub.status != SubscriberStatus.pending:
             return f"skipped: subscriber is {sub.status}"
-        slugs = followed_topics(session=session, subscriber_id=sub.id)
+        # A known address signing up again asked for these; they apply on confirmation.
+        wanted = signup.requested_preferences(session=session, subscriber_id=sub.id) or {}
+        slugs = wanted.get("topics") or followed_topics(session=session, subscriber_id=sub.id)
         names = {t.slug: t.name for t in session.exec(select(Topic)).all()}
         name = " ".join(sub.name.split())
         rendered = render_email("confirm", {
@@ -50,7 +52,7 @@ def send_confirmation(subscriber_id: int) -> str:
             "greeting_name": name.split(" ", 1)[0] if name else "there",
             "email": sub.email,
             "topics": [names.get(s, s) for s in slugs],
-            "confirm_url": tokens.confirm_url(sub.id),
+            "confirm_url": signup.confirm_url(session=session, subscriber_id=sub.id),
             "valid_days": CONFIRM_VALID_DAYS,
             "postal_address": settings.postal_address,
             "base_url": settings.base_url.rstrip("/"),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import smtplib
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -25,13 +25,14 @@ from newsletter.delivery.ledger import (
     BatchLedger,
     ClaimedRow,
     I,
+    SendError,
     claim,
     finish_if_done,
     load_claimed,
     next_due,
 )
 from newsletter.delivery.planning import CompositionCache, followed_topics
-from newsletter.delivery.smtp import classify, deliver, smtp_connect
+from newsletter.delivery.smtp import classify, deliver, describe, relay_name, smtp_connect
 from newsletter.models import DeliveryStatus, IssueStatus, utcnow
 from newsletter.settings import settings
 
@@ -105,6 +106,7 @@ class BatchOutcome:
 
     counts: dict[str, int] = field(default_factory=dict)
     retry_in: float | None = None
+    retry_at: datetime | None = None  # the one next_attempt_at of every row deferred here
     last_error: str = ""
 
     def add(self, kind: str, n: int = 1) -> None:
@@ -211,9 +213,15 @@ def _send_rows(session: Session, ledger: BatchLedger, issue: IssueContent,
                 ledger.finish([row.id], DeliveryStatus.failed, f"could not build message: {exc}")
                 outcome.add("failed")
                 continue
-            try:
-                if conn is None:
+            if conn is None:
+                try:
                     conn = smtp_connect()
+                except (smtplib.SMTPException, OSError, SendError) as exc:
+                    _relay_down(ledger, [r for r, _ in work[index:] if r.id in held],
+                                f"cannot open a session with the SMTP relay {relay_name()}: "
+                                f"{describe(exc)}", outcome)
+                    return
+            try:
                 deliver(conn, message.envelope_from, message.to, message.data)
             except (smtplib.SMTPException, OSError) as exc:
                 verdict = classify(exc)
@@ -226,11 +234,16 @@ def _send_rows(session: Session, ledger: BatchLedger, issue: IssueContent,
                     lost_a_row = True
                 continue
             outcome.last_error = verdict.error
-            if verdict.kind == "disconnected":
-                # The connection is gone: defer this row and everything after it.
-                _defer(ledger, [r for r, _ in work[index:] if r.id in held], verdict.error,
-                       outcome)
-                conn = None
+            if verdict.kind in ("disconnected", "relay"):
+                # The connection is gone, or the relay refuses us whoever the recipient:
+                # defer this row and everything after it.
+                rest = [r for r, _ in work[index:] if r.id in held]
+                if verdict.kind == "relay":
+                    _relay_down(ledger, rest, verdict.error, outcome)
+                else:
+                    _defer(ledger, rest, verdict.error, outcome)
+                    conn.close()  # no QUIT on a dead connection: it could wait a timeout
+                    conn = None
                 return
             if verdict.kind == "deferred":
                 _defer(ledger, [row], verdict.error, outcome)
@@ -248,12 +261,27 @@ def _send_rows(session: Session, ledger: BatchLedger, issue: IssueContent,
                 conn.close()
 
 
+def _relay_down(ledger: BatchLedger, rows: list[ClaimedRow], error: str,
+                outcome: BatchOutcome) -> None:
+    """The relay refused us (connect, HELO, STARTTLS, login, MAIL FROM): no recipient's fault.
+
+    A wrong password or host must not fail every subscriber, so the rows wait like
+    after a 4xx; only a row out of attempts fails, and its error names the relay.
+    """
+    outcome.last_error = error
+    log.error("issue %s: %s; %d rows deferred. Check the SMTP_* settings and the relay.",
+              ledger.issue_id, error, len(rows))
+    _defer(ledger, rows, error, outcome)
+
+
 def _defer(ledger: BatchLedger, rows: list[ClaimedRow], error: str,
            outcome: BatchOutcome) -> None:
     """4xx or a dropped connection: back to pending with a backoff, or failed when spent.
 
     The limit is per row (its attempts in the ledger), so it holds however many tasks
     a batch has had: duplicates, sweeps and task retries all count the same attempts.
+    Every row deferred in one run gets the same next_attempt_at (the first deferral's
+    backoff), so the task's one retry finds them all due instead of a trickle.
     """
     allowed = settings.send_max_retries + 1
     spent = [r.id for r in rows if r.attempts >= allowed]
@@ -261,14 +289,15 @@ def _defer(ledger: BatchLedger, rows: list[ClaimedRow], error: str,
         ledger.finish(spent, DeliveryStatus.failed,
                       f"out of retries after {allowed} attempts: {error}")
         outcome.add("failed", len(spent))
-    by_attempts: dict[int, list[int]] = defaultdict(list)
-    for r in rows:
-        if r.attempts < allowed:
-            by_attempts[r.attempts].append(r.id)
-    for attempts, ids in by_attempts.items():
-        ledger.finish(ids, DeliveryStatus.pending, error,
-                      next_attempt_at=utcnow() + timedelta(seconds=backoff_seconds(attempts)))
-        outcome.add("deferred", len(ids))
+    waiting = [r for r in rows if r.attempts < allowed]
+    if not waiting:
+        return
+    if outcome.retry_at is None:
+        attempts = max(r.attempts for r in waiting)
+        outcome.retry_at = utcnow() + timedelta(seconds=backoff_seconds(attempts))
+    ledger.finish([r.id for r in waiting], DeliveryStatus.pending, error,
+                  next_attempt_at=outcome.retry_at)
+    outcome.add("deferred", len(waiting))
 
 
 def _hard_bounce(session: Session, email: str, reason: str) -> None:

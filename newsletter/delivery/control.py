@@ -10,7 +10,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlmodel import Session
 
 from newsletter.delivery.enqueue import enqueue_after_commit
@@ -90,6 +90,7 @@ def sweep_expired_leases(*, session: Session, now: datetime | None = None) -> in
         .values(status=DeliveryStatus.cancelled, claim_token="", lease_until=None,
                 updated_at=now, error="cancelled")
     )
+    _fail_spent(session, expired, now)
     jobs = _batches_where(session, expired)
     returned = changed(session,
         update(D).where(expired).values(
@@ -122,18 +123,35 @@ def sweep_expired_leases(*, session: Session, now: datetime | None = None) -> in
     return int(returned)
 
 
+def _fail_spent(session: Session, expired: Any, now: datetime) -> None:
+    """Rows out of attempts that no batch will fail for us -> failed, so the issue can finish.
+
+    A batch fails spent rows itself on a 4xx or relay error; these are the others: a
+    worker killed (OOM, SIGKILL) or a batch crashing on the row's last attempt, which
+    would otherwise come back through this sweep for ever, and rows left pending
+    after SEND_MAX_RETRIES was lowered. claim() never takes a spent row.
+    """
+    allowed = settings.send_max_retries + 1
+    spent = and_(D.c.attempts >= allowed,
+                 D.c.issue_id.in_(select(I.c.id).where(I.c.status != IssueStatus.cancelled)))
+    prefix = f"out of retries after {allowed} attempts: "
+    crashed = changed(session,
+        update(D).where(expired, spent).values(
+            status=DeliveryStatus.failed, claim_token="", lease_until=None, updated_at=now,
+            error=prefix + "the worker stopped during the attempt (crashed or killed)",
+        )
+    )
+    left = changed(session,
+        update(D).where(D.c.status == DeliveryStatus.pending, spent).values(
+            status=DeliveryStatus.failed, updated_at=now,
+            error=func.substr(literal(prefix) + D.c.error, 1, ERROR_LIMIT),
+        )
+    )
+    if crashed or left:
+        log.error("sweep: %d rows out of attempts failed (%d died with their worker)",
+                  crashed + left, crashed)
+
+
 def _batches_where(session: Session, condition: Any) -> set[tuple[int, int]]:
     query = select(D.c.issue_id, D.c.batch).distinct().where(condition)
     return {(int(i), int(b)) for i, b in session.execute(query)}
-
-
-def fail_deferred(*, session: Session, issue_id: int, batch: int, error: str) -> int:
-    """Out of retries: this batch's pending rows that were tried at least once -> failed."""
-    n = changed(session,
-        update(D).where(
-            D.c.issue_id == issue_id, D.c.batch == batch,
-            D.c.status == DeliveryStatus.pending, D.c.attempts > 0,
-        ).values(status=DeliveryStatus.failed, error=error[:ERROR_LIMIT], updated_at=utcnow())
-    )
-    finish_if_done(session=session, issue_id=issue_id)
-    return int(n)

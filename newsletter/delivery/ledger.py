@@ -85,7 +85,8 @@ def next_due(session: Session, issue_id: int, batch: int) -> datetime | None:
     """When the batch's earliest deferred row may be tried again (None: nothing waits)."""
     return session.execute(
         select(func.min(D.c.next_attempt_at)).where(
-            D.c.issue_id == issue_id, D.c.batch == batch, D.c.status == DeliveryStatus.pending)
+            D.c.issue_id == issue_id, D.c.batch == batch, D.c.status == DeliveryStatus.pending,
+            D.c.attempts <= settings.send_max_retries)
     ).scalar()
 
 
@@ -106,6 +107,8 @@ def claim(*, session: Session, issue_id: int, batch: int,
         .where(
             D.c.issue_id == issue_id, D.c.batch == batch, D.c.status == DeliveryStatus.pending,
             or_(D.c.next_attempt_at.is_(None), D.c.next_attempt_at <= now),
+            # A row out of attempts is never tried again; the sweep fails it.
+            D.c.attempts <= settings.send_max_retries,
             exists(issue_sending),
         )
         .values(status=DeliveryStatus.sending, claim_token=token, attempts=D.c.attempts + 1,

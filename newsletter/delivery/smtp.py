@@ -13,13 +13,24 @@ from newsletter.settings import settings
 if TYPE_CHECKING:
     from newsletter.message import OutgoingMessage
 
+def relay_name() -> str:
+    """host:port of the configured relay, for error messages an operator will read."""
+    return f"{settings.smtp_host or '(SMTP_HOST unset)'}:{settings.smtp_port}"
+
+
 def smtp_connect() -> smtplib.SMTP:
-    """One authenticated connection to SMTP_HOST (reused for a whole batch)."""
+    """One authenticated connection to SMTP_HOST (reused for a whole batch).
+
+    Raises smtplib's exceptions, OSError, or SendError when SMTP_HOST is unset; a batch
+    treats all of them as the relay's failure, never a recipient's.
+    """
     if not settings.smtp_host:
         raise SendError(
             "SMTP_HOST is not set (the CLI starts a local mail catcher when it is empty)")
     conn = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
     try:
+        # HELO here, so a refused greeting fails the connection, not the first recipient.
+        conn.ehlo_or_helo_if_needed()
         if settings.smtp_starttls:
             conn.starttls()
         if settings.smtp_username:
@@ -104,11 +115,18 @@ def _reply_text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
+def describe(exc: BaseException) -> str:
+    """An SMTP reply as `code text`, anything else as `Type: message`."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_reply_text(exc.smtp_error)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 @dataclass
 class SendVerdict:
     """How one recipient's attempt ended."""
 
-    kind: str  # sent | deferred | failed | bounced | disconnected
+    kind: str  # sent | deferred | failed | bounced | disconnected | relay
     error: str = ""
 
 
@@ -122,12 +140,15 @@ def classify(exc: BaseException) -> SendVerdict:
         return SendVerdict("bounced" if is_hard_bounce(code, reply) else "failed", reply)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return SendVerdict("disconnected", f"connection lost: {exc}")
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        # MAIL FROM is the same for every recipient: a refusal is our configuration
+        # (sender address, auth) or the relay, and would refuse the whole batch.
+        return SendVerdict("relay", f"the relay {relay_name()} refused the sender "
+                                    f"{exc.sender}: {describe(exc)}")
     if isinstance(exc, smtplib.SMTPResponseException):
         reply = f"{exc.smtp_code} {_reply_text(exc.smtp_error)}"
         if 400 <= exc.smtp_code < 500 or exc.smtp_code < 200:
             return SendVerdict("deferred", reply)
-        if isinstance(exc, smtplib.SMTPSenderRefused):
-            return SendVerdict("failed", reply)
         return SendVerdict("bounced" if is_hard_bounce(exc.smtp_code, reply) else "failed", reply)
     if isinstance(exc, OSError | smtplib.SMTPException):
         return SendVerdict("disconnected", f"{type(exc).__name__}: {exc}")

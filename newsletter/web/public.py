@@ -232,7 +232,8 @@ def _live_subscriber(session: Session, subscriber_id: int | None) -> Subscriber 
 def confirm_page(request: Request, token: str) -> Response:
     # A mail scanner following the link lands here; only the button's POST confirms.
     with db_session() as session:
-        sub = _live_subscriber(session, _read(tokens.CONFIRM, token, CONFIRM_MAX_AGE))
+        req = signup.read_confirm_token(token, max_age=CONFIRM_MAX_AGE)
+        sub = _live_subscriber(session, req.subscriber_id if req else None)
         if sub is None:
             return _link_invalid(request)
         if sub.status == SubscriberStatus.confirmed:
@@ -257,10 +258,13 @@ async def confirm_submit(request: Request, token: str) -> Response:
 
 def _confirm_sync(request: Request, token: str) -> Response:
     with db_session() as session:
-        sub = _live_subscriber(session, _read(tokens.CONFIRM, token, CONFIRM_MAX_AGE))
-        if sub is None or sub.id is None:
+        req = signup.read_confirm_token(token, max_age=CONFIRM_MAX_AGE)
+        sub = _live_subscriber(session, req.subscriber_id if req else None)
+        if req is None or sub is None or sub.id is None:
             return _link_invalid(request)
-        subs.confirm(session=session, subscriber_id=sub.id, source=CONFIRM_SOURCE)
+        # Confirms, then applies the preferences the link carries (a known address's
+        # new choices take effect only once its owner confirms).
+        signup.confirm_signup(session=session, request=req, source=CONFIRM_SOURCE)
         session.commit()
         sub = session.get(Subscriber, sub.id)
         assert sub is not None

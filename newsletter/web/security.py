@@ -84,8 +84,16 @@ def csrf_cookie_value(request: Request) -> str:
     return value
 
 
+def _bound(value: str, request: Request) -> str:
+    # A route may bind its forms' tokens to more than the browser (the editors'
+    # console binds them to the editor's session): set request.state.csrf_binding
+    # before rendering and before checking.
+    binding = getattr(request.state, "csrf_binding", "")
+    return f"{value}|{binding}" if binding else value
+
+
 def csrf_token(request: Request) -> str:
-    return str(_csrf_serializer().dumps(csrf_cookie_value(request)))
+    return str(_csrf_serializer().dumps(_bound(csrf_cookie_value(request), request)))
 
 
 def csrf_valid(request: Request, form: FormData) -> bool:
@@ -97,7 +105,8 @@ def csrf_valid(request: Request, form: FormData) -> bool:
         value = _csrf_serializer().loads(submitted, max_age=CSRF_MAX_AGE)
     except BadSignature:
         return False
-    return isinstance(value, str) and secrets.compare_digest(value, cookie)
+    return isinstance(value, str) and secrets.compare_digest(
+        value.encode(), _bound(cookie, request).encode())
 
 
 def set_csrf_cookie(request: Request, response: Any) -> None:

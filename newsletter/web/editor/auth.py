@@ -7,10 +7,13 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import Response
 
-from newsletter.editors import Editor, authenticate
+from newsletter.editors import Editor, authenticate, end_sessions
+from newsletter.settings import settings
+from newsletter.subscribers import SubscriberError, normalise_email
 from newsletter.web import forms
 from newsletter.web.editor.routing import (
     clear_session_cookie,
+    current_editor,
     db_session,
     form_of,
     page,
@@ -27,10 +30,19 @@ LOGIN_PER_MINUTE_EMAIL = 5
 def _limiter(request: Request) -> RateLimiter:
     limiter = getattr(request.app.state, "editor_login_limiter", None)
     if limiter is None:
-        # In memory: the limit holds per web process, which is what a small team needs.
-        limiter = RateLimiter(prefix="roundup:editor-login")
+        # Counted in Redis so the limit holds across web processes (in memory
+        # while Redis is unreachable).
+        limiter = RateLimiter(redis_url=settings.redis_url, prefix="roundup:editor-login")
         request.app.state.editor_login_limiter = limiter
     return limiter
+
+
+def _limit_key(email: str) -> str:
+    """Ana@Example.com and ana@example.com are one account, so one budget."""
+    try:
+        return normalise_email(email)
+    except SubscriberError:
+        return email.strip().lower()[:320]
 
 
 def safe_next(value: str) -> str:
@@ -65,7 +77,7 @@ def login_submit(request: Request) -> Response:
     next_url = safe_next(forms.text(form, "next"))
     limiter = _limiter(request)
     allowed_ip = limiter.hit(f"ip:{client_ip(request)}", limit=LOGIN_PER_MINUTE_IP)
-    allowed_email = limiter.hit(f"email:{email.lower()}", limit=LOGIN_PER_MINUTE_EMAIL)
+    allowed_email = limiter.hit(f"email:{_limit_key(email)}", limit=LOGIN_PER_MINUTE_EMAIL)
     if not (allowed_ip and allowed_email):
         return _login_page(request, email=email, next_url=next_url, status_code=429,
                            error="Too many login attempts. Wait a minute and try again.")
@@ -84,7 +96,11 @@ def login_submit(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+def logout(request: Request) -> Response:
+    # Server side too: a copy of the cookie must not outlive the logout.
+    with db_session() as session:
+        end_sessions(session=session, editor_id=current_editor(request).id)
+        session.commit()
     response = redirect("/editor/login")
     clear_session_cookie(response)
     return response

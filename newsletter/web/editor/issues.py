@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.datastructures import FormData, UploadFile
 
@@ -149,14 +150,26 @@ async def new_issue_submit(request: Request) -> Response:
 def _create(request: Request, *, mode: str, text: str, source_name: str,
             issue_date: date | None, date_text: str) -> Response:
     with db_session() as session:
-        try:
-            result = ingest_text(session=session, text=text, source_name=source_name,
-                                 issue_date=issue_date)
-            session.commit()
-        except IngestError as exc:
-            session.rollback()
-            return _new_page(request, mode=mode, text=text, source_name=source_name,
-                             issue_date=date_text, error=str(exc), status_code=400)
+        # Twice at most: when the same roundup is uploaded twice at once, the other
+        # request's issue takes the unique source_hash first; the retry finds it.
+        for attempt in (1, 2):
+            try:
+                result = ingest_text(session=session, text=text, source_name=source_name,
+                                     issue_date=issue_date)
+                session.commit()
+                break
+            except IngestError as exc:
+                session.rollback()
+                return _new_page(request, mode=mode, text=text, source_name=source_name,
+                                 issue_date=date_text, error=str(exc), status_code=400)
+            except IntegrityError:
+                session.rollback()
+                if attempt == 2:
+                    return _new_page(request, mode=mode, text=text, source_name=source_name,
+                                     issue_date=date_text, status_code=409,
+                                     error="This roundup could not be saved because another "
+                                           "upload changed the issues at the same moment. "
+                                           "Submit it again.")
     suffix = "" if result.created else "?notice=existing"
     return redirect(f"/editor/issues/{result.issue_id}{suffix}")
 

@@ -52,13 +52,8 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(settings.secret_key, salt=SESSION_SALT)
 
 
-def _hash_tag(password_hash: str) -> str:
-    # Part of the cookie: changing the password logs out every other session.
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
-
-
 def session_cookie_value(editor: Editor) -> str:
-    return str(_serializer().dumps({"id": editor.id, "pw": _hash_tag(editor.password_hash)}))
+    return str(_serializer().dumps({"id": editor.id, "gen": editor.session_generation}))
 
 
 def set_session_cookie(response: Response, editor: Editor) -> None:
@@ -84,15 +79,22 @@ def editor_from_cookie(value: str | None) -> EditorPublic | None:
         data = _serializer().loads(value, max_age=SESSION_MAX_AGE)
     except BadSignature:
         return None
-    if not isinstance(data, dict) or type(data.get("id")) is not int:
+    if (not isinstance(data, dict) or type(data.get("id")) is not int
+            or type(data.get("gen")) is not int):
         return None
     with db_session() as session:
         editor = session.get(Editor, data["id"])
-        if editor is None or not editor.active or data.get("pw") != _hash_tag(
-            editor.password_hash
-        ):
+        if editor is None or not editor.active or data["gen"] != editor.session_generation:
             return None
         return EditorPublic(id=editor.id or 0, email=editor.email, name=editor.name)
+
+
+def csrf_binding(editor: EditorPublic | None, cookie: str | None) -> str:
+    """What editor forms' CSRF tokens are bound to: this editor's session cookie, so a
+    token leaked from one session (or from the login page) is useless in another."""
+    if editor is None or not cookie:
+        return "editor:anonymous"
+    return f"editor:{editor.id}:{hashlib.sha256(cookie.encode()).hexdigest()[:32]}"
 
 
 # --- responses for refused requests -----------------------------------------------------
@@ -128,6 +130,7 @@ class EditorRoute(APIRoute):
                 editor_from_cookie, request.cookies.get(SESSION_COOKIE)
             )
             request.state.editor = editor
+            request.state.csrf_binding = csrf_binding(editor, request.cookies.get(SESSION_COOKIE))
             if editor is None and not public:
                 return login_required(request)
             if any(isinstance(v, int) and v > MAX_ID for v in request.path_params.values()):

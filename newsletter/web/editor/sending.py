@@ -14,6 +14,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from newsletter import delivery
+from newsletter.editorial import EditorialError, schedule_issue
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
 from newsletter.schedule import next_slot
 from newsletter.web.editor.issues import commit_change, issue_view
@@ -108,7 +109,7 @@ def _require_approved(issue: Issue, verb: str) -> None:
 
 def _refused(request: Request, issue_id: int, action: str) -> Callable[[Exception], Response]:
     def answer(exc: Exception) -> Response:
-        if isinstance(exc, delivery.SendError):
+        if isinstance(exc, (delivery.SendError, EditorialError)):
             return send_page(request, issue_id, error=str(exc), status_code=400)
         # Committing a resume publishes tasks: the broker may be down.
         log.error("%s of issue %s failed: %s", action, issue_id, exc, exc_info=exc)
@@ -126,10 +127,8 @@ def _act(request: Request, issue_id: int, action: str,
 
 @router.post("/issues/{issue_id:int}/schedule")
 def schedule(request: Request, issue_id: int) -> Response:
-    def change(_session: Session, issue: Issue) -> None:
-        _require_approved(issue, "scheduled")
-        issue.status = IssueStatus.scheduled
-        issue.scheduled_for = next_slot()
+    def change(session: Session, _issue: Issue) -> None:
+        schedule_issue(session=session, issue_id=issue_id, when=next_slot())
 
     return _act(request, issue_id, "schedule", change)
 
