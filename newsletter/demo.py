@@ -25,6 +25,11 @@ from newsletter.settings import REPO_ROOT, settings
 from newsletter.subscribers import add_subscriber, followed_topics
 
 SEEDS_DIR = REPO_ROOT / "seeds"
+MARKER = ".roundup-demo"
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run as asked (the message says why)."""
 
 # (email, name, topics, only my topics, confirmed): varied on purpose, so the
 # report shows different orders, shared compositions, a skip and a pending address.
@@ -51,7 +56,8 @@ class DemoResult:
     issue_id: int
     issue_title: str
     counts: dict[str, int]
-    rows: list[tuple[str, str, Composition | None, str]]  # email, status, composition, html
+    # email, what they follow, delivery status, their composition, their HTML file
+    rows: list[tuple[str, str, str, Composition | None, str]]
     mail_dir: Path
     html_dir: Path
 
@@ -85,9 +91,14 @@ def run_demo(*, data_dir: Path, progress=None, timeout: float = 300.0) -> DemoRe
     from newsletter.delivery import enqueue_batches, plan_send, status_counts
     from newsletter.services import mail_catcher, redis_service, worker_process
 
+    if data_dir.exists() and any(data_dir.iterdir()) and not (data_dir / MARKER).exists():
+        # The demo wipes its directory; never wipe one it did not create (say, var/).
+        raise DemoError(f"{data_dir} holds files the demo did not write; "
+                        "pass an empty or new --data-dir")
     if data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
+    (data_dir / MARKER).write_text("Created by `newsletter demo`; wiped by its next run.\n")
     settings.data_dir = data_dir
     settings.database_url = ""  # the demo keeps its own SQLite file, whatever DATABASE_URL says
     db.reset_engine()
@@ -144,10 +155,14 @@ def _report(*, issue_id: int, counts: dict[str, int], mail_dir: Path,
         ).all())
         for sub in session.exec(select(Subscriber).order_by(col(Subscriber.id))).all():
             assert sub.id is not None
-            comp = compose(content, followed=followed_topics(session=session, subscriber_id=sub.id),
-                           only_my_topics=sub.only_my_topics, max_items=settings.digest_max_items)
+            followed = followed_topics(session=session, subscriber_id=sub.id)
+            comp = compose(content, followed=followed, only_my_topics=sub.only_my_topics,
+                           max_items=settings.digest_max_items)
             status = statuses.get(sub.id, f"not planned ({sub.status})")
-            rows.append((sub.email, status, comp, received.get(sub.email, "")))
+            follows = ", ".join(content.topic_names.get(t, t) for t in followed) or "nothing"
+            if sub.only_my_topics:
+                follows += " (only my topics)"
+            rows.append((sub.email, follows, status, comp, received.get(sub.email, "")))
         title = issue.title
     return DemoResult(issue_id=issue_id, issue_title=title, counts=counts, rows=rows,
                       mail_dir=mail_dir, html_dir=html_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -37,19 +38,26 @@ class SubscriberError(UserError):
 
 
 def normalise_email(raw: str) -> str:
-    """Validate syntax (no DNS look-ups) and return the address in one canonical form."""
+    """Validate syntax (no DNS look-ups) and return the address in one canonical form.
+
+    Only addresses every SMTP relay can carry are accepted: no internationalised local
+    parts (they need SMTPUTF8); internationalised domains are stored as punycode.
+    """
     raw = (raw or "").strip()
     if not raw:
         raise SubscriberError("Please enter an email address.")
     if len(raw) > 254:
         raise SubscriberError("That email address is too long (254 characters at most).")
     try:
-        info = validate_email(raw, check_deliverability=False)
+        info = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise SubscriberError(f"That doesn't look like a valid email address: {exc}") from None
+    address = info.ascii_email or info.normalized
+    if len(address.split("@", 1)[0]) > 64:
+        raise SubscriberError("The part before the @ is too long (64 characters at most).")
     # Local parts are case-sensitive in theory, never in practice: lowercasing
     # keeps one person from subscribing twice as Ana@ and ana@.
-    return info.normalized.lower()
+    return address.lower()
 
 
 def validate_name(raw: str | None) -> str:
@@ -290,12 +298,16 @@ def import_csv(
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SubscriberError(f"{path}: can't read the file: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
         raise SubscriberError(f"{path}:1: the header row must have an 'email' column")
-    rows = list(reader)
-    for index, raw in enumerate(rows):
-        line = index + 2  # header is line 1
+    # The line a row starts on: a quoted field may span lines, so count, don't assume.
+    rows: list[tuple[int, dict[str | Any, str | Any]]] = []
+    start = reader.line_num + 1
+    for raw in reader:
+        rows.append((start, raw))
+        start = reader.line_num + 1
+    for index, (line, raw) in enumerate(rows):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
         email = row.get("email", "")
         topics = [t for t in row.get("topics", "").replace("|", ";").split(";") if t.strip()]

@@ -64,3 +64,14 @@ def test_demo_html_follows_the_subscribers_topics(demo_run):
     # Chen follows logistics: the Daraz/Cainiao warehouses story leads the digest.
     assert "You follow Logistics" in html
     assert html.index("Daraz, Cainiao Build") < html.index("Hermès Q3 Sales Beat")
+
+
+def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path):
+    from newsletter.demo import DemoError, run_demo
+
+    live = tmp_path / "var"
+    live.mkdir()
+    (live / "newsletter.db").write_bytes(b"precious")
+    with pytest.raises(DemoError, match="did not write"):
+        run_demo(data_dir=live)
+    assert (live / "newsletter.db").read_bytes() == b"precious"

@@ -32,11 +32,18 @@ def test_email_is_normalised_to_one_form():
 
 
 @pytest.mark.parametrize("bad", ["", "no-at-sign", "a@b", "x@" + "d" * 260 + ".com",
-                                 "a b@example.org", "ana@example.org\r\nBcc: x@evil.test"])
+                                 "a b@example.org", "ana@example.org\r\nBcc: x@evil.test",
+                                 "josé@example.org", "ÿþ@example.org",
+                                 "a" * 65 + "@example.org"])
 def test_invalid_addresses_are_rejected_with_a_message(bad):
     with pytest.raises(SubscriberError) as exc:
         normalise_email(bad)
     assert str(exc.value)
+
+
+def test_internationalised_domains_are_stored_as_punycode():
+    # Every relay can carry the ASCII form; SMTPUTF8 is not assumed.
+    assert normalise_email("Ana@Exämple.org") == "ana@xn--exmple-cua.org"
 
 
 def test_the_same_person_cannot_subscribe_twice_in_another_case(session):
@@ -123,6 +130,21 @@ def test_csv_import_reports_bad_rows_by_line_and_keeps_the_good(session, tmp_pat
     assert emails == ["ana@example.org", "cy@example.org"]
 
 
+def test_csv_import_keeps_line_numbers_right_after_a_quoted_multiline_field(session, tmp_path):
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        'email,name\n'
+        '"hank@example.org","Hank\nEvil"\n'
+        'bad-address,Bo\n',
+        encoding="utf-8",
+    )
+    report = import_csv(session=session, path=csv_file)
+    # The multi-line name is refused (names can't hold line breaks), with its own line,
+    # and the next row is reported on the line it really starts on.
+    assert [line for line, _, _ in report.rejected] == [2, 4]
+    assert report.added == 0
+
+
 def test_cli_add_then_list_as_json(app_settings):
     result = runner.invoke(app, ["subscribers", "add", "Ana@Example.org", "--topics",
                                  "logistics,europe", "--confirmed"])
@@ -147,3 +169,28 @@ def test_cli_import_prints_rejected_rows(app_settings, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Imported 1" in result.output
     assert "broken" in result.output
+
+
+def test_cli_confirm_confirms_a_pending_subscriber_and_says_so(app_settings):
+    assert runner.invoke(app, ["subscribers", "add", "bo@example.org"]).exit_code == 0
+    result = runner.invoke(app, ["subscribers", "confirm", "Bo@Example.org"])
+    assert result.exit_code == 0, result.output
+    assert "Confirmed bo@example.org" in result.output
+    rows = json.loads(runner.invoke(app, ["subscribers", "list", "--json"]).stdout)
+    assert rows[0]["status"] == "confirmed"
+
+
+def test_cli_confirm_of_an_unknown_address_exits_1(app_settings):
+    result = runner.invoke(app, ["subscribers", "confirm", "nobody@example.org"])
+    assert result.exit_code == 1
+    assert "nobody@example.org" in result.output
+
+
+def test_cli_import_reports_as_json(app_settings, tmp_path):
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text("email\nok@example.org\nbroken\n", encoding="utf-8")
+    result = runner.invoke(app, ["subscribers", "import", str(csv_file), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["added"] == 1
+    assert report["rejected"][0]["line"] == 3

@@ -9,6 +9,8 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from newsletter import db
@@ -24,12 +26,20 @@ def ensure_database() -> None:
     from newsletter.topics import sync_topics
 
     url = settings.effective_database_url
-    if url not in _migrated:
-        db.migrate(url)
-        _migrated.add(url)
-    # Cheap and idempotent: picks up edits to the taxonomy file on every command.
-    with db.session_scope() as session:
-        sync_topics(session=session)
+    try:
+        if url not in _migrated:
+            db.migrate(url)
+            _migrated.add(url)
+        # Cheap and idempotent: picks up edits to the taxonomy file on every command.
+        with db.session_scope() as session:
+            sync_topics(session=session)
+    except OperationalError as exc:
+        fail(f"cannot use the database {safe_url(url)}: {exc.orig or exc}")
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit for logs: the password masked."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @contextmanager

@@ -9,14 +9,15 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from newsletter.cli.common import console, ensure_database, fail
+from newsletter.cli.common import console, ensure_database, fail, safe_url
 from newsletter.settings import settings
 
 
 def init() -> None:
     """Create or upgrade the database schema (Alembic) and load the topic taxonomy."""
     ensure_database()
-    console.print(f"Database ready: [bold]{settings.effective_database_url}[/]", highlight=False)
+    console.print(f"Database ready: [bold]{safe_url(settings.effective_database_url)}[/]",
+                  highlight=False)
 
 
 def demo(
@@ -26,8 +27,8 @@ def demo(
     """Run the whole pipeline on the seed roundups and show who got what."""
     from newsletter.demo import run_demo
 
-    console.print(Panel.fit(
-        "Ingesting the seed roundups, adding 12 demo subscribers and sending the newest\n"
+    console.print(Panel(
+        "Ingesting the seed roundups, adding 12 demo subscribers and sending the newest "
         "issue through a real Celery worker on Redis to the local mail catcher.",
         title="Roundup demo"))
     with Progress(TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
@@ -47,9 +48,10 @@ def demo(
 
     table = Table(title=f"Issue {result.issue_id}: {result.issue_title}", show_lines=True)
     table.add_column("subscriber")
+    table.add_column("follows")
     table.add_column("delivery")
     table.add_column("items in their order, with the reason")
-    for address, status, comp, _html in result.rows:
+    for address, follows, status, comp, _html in result.rows:
         if status.startswith("not planned"):
             lines = f"[dim]{status.removeprefix('not planned ').strip('()')}: gets nothing " \
                     "until they confirm[/]"
@@ -59,7 +61,7 @@ def demo(
         else:
             lines = "\n".join(f"{n}. {c.item.headline} [dim]— {c.reason}[/]"
                               for n, c in enumerate(comp.items, 1))
-        table.add_row(address, status, lines)
+        table.add_row(address, follows, status, lines)
     console.print(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()) if v)
     console.print(f"Delivery: {counts}")

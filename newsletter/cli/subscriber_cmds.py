@@ -10,9 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlmodel import col, select
 
-from newsletter.cli.common import cli_session, console, fail, print_json
+from newsletter.cli.common import cli_session, console, err_console, fail, print_json
 from newsletter.models import Subscriber, SubscriberTopic, Topic
-from newsletter.subscribers import SubscriberError, add_subscriber, import_csv
+from newsletter.subscribers import (
+    SubscriberError,
+    add_subscriber,
+    confirm,
+    get_by_email,
+    import_csv,
+)
 
 subscribers = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 
@@ -41,8 +47,33 @@ def add(
             session.flush()
             console.print(f"Added [bold]{sub.email}[/] ({sub.status}), id {sub.id}.",
                           highlight=False)
+            if not confirmed:
+                console.print(PENDING_HINT, highlight=False)
     except SubscriberError as exc:
         fail(str(exc))
+
+
+PENDING_HINT = ("[dim]Pending subscribers get no digest until they confirm: they do that "
+                "through the sign-up form's email, or confirm them here with "
+                "`newsletter subscribers confirm EMAIL` if they already agreed.[/]")
+
+
+@subscribers.command("confirm")
+def confirm_(emails: list[str] = typer.Argument(..., help="Addresses to confirm.")) -> None:
+    """Confirm pending subscribers who agreed elsewhere (skips double opt-in)."""
+    missing = []
+    with cli_session() as session:
+        for raw in emails:
+            sub = get_by_email(session=session, email=raw)
+            if sub is None or sub.id is None:
+                missing.append(raw)
+            elif confirm(session=session, subscriber_id=sub.id, source="cli"):
+                console.print(f"Confirmed [bold]{sub.email}[/].", highlight=False)
+            else:
+                console.print(f"{sub.email} is {sub.status}; nothing to confirm.",
+                              highlight=False)
+    if missing:
+        fail(f"no subscriber with the address {', '.join(missing)}")
 
 
 @subscribers.command("import")
@@ -50,12 +81,13 @@ def import_(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     confirmed: bool = typer.Option(False, "--confirmed",
                                    help="Import as confirmed (they opted in elsewhere)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Import subscribers from a CSV with an `email` column (optional name, topics, timezone)."""
     try:
         with cli_session() as session, Progress(
-            TextColumn("Importing"), BarColumn(), MofNCompleteColumn(), console=console,
-            transient=True,
+            TextColumn("Importing"), BarColumn(), MofNCompleteColumn(), console=err_console,
+            transient=True, disable=as_json,
         ) as progress:
             task = progress.add_task("import", total=None)
             report = import_csv(
@@ -64,7 +96,14 @@ def import_(
             )
     except SubscriberError as exc:
         fail(str(exc))
+    if as_json:
+        print_json({"added": report.added, "rejected": [
+            {"line": line, "email": email, "reason": reason}
+            for line, email, reason in report.rejected]})
+        return
     console.print(f"Imported [bold green]{report.added}[/] subscriber(s).")
+    if report.added and not confirmed:
+        console.print(PENDING_HINT, highlight=False)
     if report.rejected:
         table = Table(title=f"{len(report.rejected)} rejected row(s)", title_style="bold red")
         table.add_column("line", justify="right")
