@@ -205,10 +205,12 @@ def update_item(
     return item
 
 
-def set_topics(*, session: Session, item_id: int, topics: Sequence[str]) -> None:
+def set_topics(*, session: Session, item_id: int, topics: Sequence[str]) -> Issue:
+    """Replace an item's topics; returns its issue, back in draft if it was approved."""
     _item, issue = _item_for_edit(session, item_id)
     _set_topics(session, item_id, topics)
     touch_issue(session=session, issue=issue)
+    return issue
 
 
 def delete_item(*, session: Session, item_id: int) -> None:

@@ -15,9 +15,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 
 import redis
 
@@ -71,10 +73,69 @@ def redis_server_binary() -> str:
 
 
 @contextlib.contextmanager
+def exit_on_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP become SystemExit in the main thread.
+
+    Python's default for both is to die on the spot, skipping every `finally`: the
+    services we started (in their own sessions, so Ctrl-C in a terminal does not hit
+    them twice) would be orphaned and keep sending. Raising instead unwinds the
+    context managers, which stop them. Only the first signal raises, so a second
+    `kill` cannot interrupt the cleanup half-way. Previous handlers come back after.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if _signals["fired"]:
+            return
+        _signals["fired"] = True
+        raise SystemExit(128 + signum)
+
+    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, handler) for sig in wanted}
+    _signals["depth"] += 1
+    try:
+        yield
+    finally:
+        _signals["depth"] -= 1
+        if not _signals["depth"]:
+            _signals["fired"] = False
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# Shared by nested exit_on_signals blocks: once one raised, the outer ones stay quiet
+# while their services are stopped.
+_signals = {"depth": 0, "fired": False}
+
+
+def redis_fallback_reason(url: str) -> str:
+    """Why a CLI command starts a private Redis, for the user."""
+    if not url:
+        return "REDIS_URL is not set; starting a private Redis"
+    return f"No Redis answers at REDIS_URL ({redact_url(url)}); starting a private Redis"
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, fit to print."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "(unparseable URL)"
+    return url
+
+
+@contextlib.contextmanager
 def private_redis(*, port: int | None = None, start_timeout: float = 15.0) -> Iterator[str]:
     """Start a throw-away redis-server on 127.0.0.1 (no persistence) and yield its URL."""
     port = port or free_port()
-    with tempfile.TemporaryDirectory(prefix="roundup-redis-") as tmp:
+    with exit_on_signals(), tempfile.TemporaryDirectory(prefix="roundup-redis-") as tmp:
         log = Path(tmp) / "redis.log"
         cmd = [
             redis_server_binary(),
@@ -159,7 +220,7 @@ def worker_process(
     signal). The worker runs in its own process group so `os.killpg` reaches its
     pool children too (the tests SIGKILL it that way).
     """
-    with tempfile.TemporaryDirectory(prefix="roundup-worker-") as tmp:
+    with exit_on_signals(), tempfile.TemporaryDirectory(prefix="roundup-worker-") as tmp:
         ready = Path(tmp) / "ready"
         log = log_path or Path(tmp) / "worker.log"
         env = dict(os.environ)

@@ -99,9 +99,63 @@ def test_progress_json_reports_counts_and_time_left(editor_client, make_issue, m
     session.commit()
     data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
     assert (data["sent"], data["failed"], data["pending"], data["total"]) == (2, 1, 1, 4)
-    assert data["rate_per_minute"] == 2.0
-    assert data["seconds_left"] == 30
     assert not data["done"]
+
+
+def _sent_rows(session, issue, make_subscriber, ages: list[float], pending: int) -> None:
+    """Deliveries sent `ages` seconds ago, plus `pending` still to send."""
+    now = utcnow()
+    for age in ages:
+        session.add(Delivery(issue_id=issue.id, subscriber_id=make_subscriber().id,
+                             status="sent", sent_at=now - timedelta(seconds=age)))
+    for _ in range(pending):
+        session.add(Delivery(issue_id=issue.id, subscriber_id=make_subscriber().id,
+                             status="pending"))
+    session.commit()
+
+
+def _started(session, issue, seconds_ago: float) -> None:
+    issue.send_started_at = utcnow() - timedelta(seconds=seconds_ago)
+    session.add(issue)
+    session.commit()
+
+
+def test_progress_rate_of_a_young_send_is_over_its_age_not_a_minute(
+        editor_client, make_issue, make_subscriber, session):
+    # 20 sent in the 10 s since the start, 40 to go: 2/s and about 20 s left (the
+    # old "sent in the last minute" said 20/min and 2 min left).
+    issue = make_issue(items=ITEMS, status=IssueStatus.sending)
+    _started(session, issue, 10)
+    _sent_rows(session, issue, make_subscriber, [i * 0.5 for i in range(20)], pending=40)
+    data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
+    assert data["rate"].endswith("/s")
+    assert 100 <= data["rate_per_minute"] <= 125
+    assert 17 <= data["seconds_left"] <= 22
+    page = editor_client.get(f"/editor/issues/{issue.id}/send").text
+    assert data["rate"][:3] in page
+
+
+def test_progress_rate_of_a_long_send_uses_the_last_minute(
+        editor_client, make_issue, make_subscriber, session):
+    issue = make_issue(items=ITEMS, status=IssueStatus.sending)
+    _started(session, issue, 7200)
+    # 30 in the last minute, 10 long before: 30/min, so 60 pending take 2 min.
+    _sent_rows(session, issue, make_subscriber,
+               [i * 2 for i in range(30)] + [3000 + i for i in range(10)], pending=60)
+    data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
+    assert data["rate"] == "30.0/min"
+    assert 115 <= data["seconds_left"] <= 125
+
+
+def test_progress_rate_of_a_finished_send_is_frozen_at_its_end(
+        editor_client, make_issue, make_subscriber, session):
+    # Six messages over 10 s, five minutes ago: 36/min, not "6/min" and not decaying.
+    issue = make_issue(items=ITEMS, status=IssueStatus.sent)
+    _started(session, issue, 310)
+    _sent_rows(session, issue, make_subscriber, [300 + i * 2 for i in range(6)], pending=0)
+    data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
+    assert data["rate"] == "36.0/min"
+    assert data["seconds_left"] is None and data["done"]
 
 
 # --- dashboard and charts -------------------------------------------------------------
@@ -136,3 +190,25 @@ def test_dashboard_renders_the_three_charts(editor_client, make_subscriber, make
     assert re.search(r"<title>[^<]*(Fintech|Payments)[^<]*: 3</title>", topics)
     delivery = re.search(r'id="chart-delivery".*?</section>', page, re.S).group(0)
     assert "<title>Sent, #" in delivery and ": 1</title>" in delivery
+
+
+def test_delivery_chart_keeps_cancelled_apart_and_colours_results_sensibly(
+        editor_client, make_subscriber, make_issue, session):
+    issue = make_issue(items=ITEMS, status=IssueStatus.cancelled)
+    for status, n in (("sent", 3), ("failed", 1), ("skipped", 1), ("cancelled", 2),
+                      ("pending", 1)):
+        for _ in range(n):
+            session.add(Delivery(issue_id=issue.id, subscriber_id=make_subscriber().id,
+                                 status=status))
+    session.commit()
+    page = editor_client.get("/editor").text
+    delivery = re.search(r'id="chart-delivery".*?</section>', page, re.S).group(0)
+    fills = dict(re.findall(r'fill="(#[0-9a-f]{6})"><title>(\w+), #', delivery))
+    colour = {name: fill for fill, name in fills.items()}
+    assert re.search(r"<title>Skipped, #[^<]*: 1</title>", delivery)
+    assert re.search(r"<title>Cancelled, #[^<]*: 2</title>", delivery)
+    assert colour["Sent"] == "#0e9f6e" and colour["Failed"] == "#e02424"
+    assert colour["Skipped"] == "#e3a008" and colour["Pending"] != colour["Failed"]
+    # The legend names every series, in the same colour as its bars.
+    for name in ("Sent", "Failed", "Skipped", "Cancelled", "Pending"):
+        assert re.search(rf'fill="{colour[name]}"/><text[^>]*>{name}</text>', delivery), name

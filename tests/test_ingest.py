@@ -20,7 +20,7 @@ from newsletter.ingest import (
     ingest_text,
     parse_document,
 )
-from newsletter.models import Issue, Item, ItemTopic, Topic
+from newsletter.models import Delivery, Issue, Item, ItemTopic, Subscriber, Topic
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
@@ -661,3 +661,56 @@ def test_cli_topics_lists_item_counts(runner: CliRunner) -> None:
         and rows["luxury-fashion"]["name"] == "Luxury & Fashion"
     )
     assert rows["logistics"]["items"] == 0
+
+
+def _issue_status(issue_id: int, status: str | None = None) -> str:
+    with db.session_scope() as s:
+        issue = s.get(Issue, issue_id)
+        assert issue is not None
+        if status is not None:
+            issue.status = status
+        return str(issue.status)
+
+
+def test_cli_items_tag_on_an_approved_issue_returns_it_to_draft(runner: CliRunner) -> None:
+    runner.invoke(app, ["ingest", str(seed("004"))])
+    _issue_status(1, "scheduled")
+    result = runner.invoke(app, ["items", "tag", "1", "--topics", "logistics"])
+    assert result.exit_code == 0, result.output
+    assert "draft again" in result.stdout and "approve it again" in result.stdout
+    assert _issue_status(1) == "draft"
+
+
+@pytest.mark.parametrize("status", ["sending", "sent"])
+def test_cli_items_tag_refuses_an_issue_that_went_out(runner: CliRunner, status: str) -> None:
+    runner.invoke(app, ["ingest", str(seed("004"))])
+    _issue_status(1, status)
+    before = json.loads(runner.invoke(app, ["items", "list", "1", "--json"]).stdout)
+    result = runner.invoke(app, ["items", "tag", "1", "--topics", "logistics"])
+    assert result.exit_code == 1
+    assert "can no longer be edited" in result.stderr
+    assert json.loads(runner.invoke(app, ["items", "list", "1", "--json"]).stdout) == before
+    assert _issue_status(1) == status
+
+
+def test_cli_items_tag_unknown_item_is_a_clear_error(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["items", "tag", "999", "--topics", "logistics"])
+    assert result.exit_code == 1 and "no item with id 999" in result.stderr
+
+
+def test_cli_issues_lists_status_items_and_deliveries(runner: CliRunner) -> None:
+    assert "No issues yet" in runner.invoke(app, ["issues"]).stdout
+    runner.invoke(app, ["ingest", str(seed("004")), "--date", "2024-03-04"])
+    runner.invoke(app, ["ingest", str(seed("003")), "--date", "2024-03-11"])
+    with db.session_scope() as s:
+        sub = Subscriber(email="a@example.com")
+        s.add(sub)
+        s.flush()
+        s.add(Delivery(issue_id=1, subscriber_id=sub.id, status="sent"))
+    rows = json.loads(runner.invoke(app, ["issues", "--json"]).stdout)
+    assert [(r["id"], r["date"], r["status"]) for r in rows] == [
+        (2, "2024-03-11", "draft"), (1, "2024-03-04", "draft")]
+    assert rows[1]["deliveries"] == {"sent": 1} and rows[0]["deliveries"] == {}
+    assert rows[1]["items"] > 0 and rows[1]["title"]
+    table = runner.invoke(app, ["issues"])
+    assert table.exit_code == 0 and "1 sent" in table.stdout and "2024-03-11" in table.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_process_init, worker_ready
+from celery.signals import beat_init, celeryd_init, worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
 from newsletter.settings import settings
@@ -36,9 +36,11 @@ def _includes() -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is not None]
 
 
-app = Celery(
-    "roundup", broker=settings.redis_url or "redis://127.0.0.1:6379/0", include=_includes()
-)
+# The placeholder only lets this module import without REDIS_URL (the CLI sets it
+# later, maybe to a private server); nothing ever connects to it: workers and beat
+# refuse to start without REDIS_URL and producer() refuses to publish.
+UNSET_BROKER = "redis://redis-url-is-not-set.invalid:6379/0"
+app = Celery("roundup", broker=settings.redis_url or UNSET_BROKER, include=_includes())
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],
@@ -66,6 +68,21 @@ app.conf.update(
 from workers.beat import BEAT_SCHEDULE  # noqa: E402
 
 app.conf.beat_schedule = BEAT_SCHEDULE
+
+
+REDIS_URL_MISSING = (
+    "REDIS_URL is not set: there is no broker to use. Set REDIS_URL to the Redis the web "
+    "app and the workers share, or run `newsletter worker` / `newsletter web`, which start "
+    "a private Redis when it is unset.")
+
+
+@celeryd_init.connect
+@beat_init.connect
+def _require_redis_url(**_: Any) -> None:
+    """A stand-alone worker or beat without REDIS_URL would meet nobody on some default."""
+    if not settings.redis_url:
+        log.critical(REDIS_URL_MISSING)  # logging is not set up yet: this goes to stderr
+        raise SystemExit(EX_CONFIG)
 
 
 @celeryd_init.connect
@@ -111,7 +128,11 @@ def producer(url: str | None = None) -> Iterator[Any]:
     The web app and CLI may point settings at a Redis chosen after this module was
     imported (a private server), so publishers pass the URL explicitly.
     """
-    with app.connection_for_write(url or settings.redis_url or app.conf.broker_url) as conn:
+    url = url or settings.redis_url
+    if not url:
+        log.error(REDIS_URL_MISSING)
+        raise RuntimeError(REDIS_URL_MISSING)
+    with app.connection_for_write(url) as conn:
         channel = conn.default_channel
         for queue in app.amqp.queues.values():
             queue.bind(channel).declare()

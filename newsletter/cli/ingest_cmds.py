@@ -1,8 +1,9 @@
-"""`newsletter ingest`, `newsletter items ...` and `newsletter topics`."""
+"""`newsletter ingest`, `newsletter issues`, `newsletter items ...` and `newsletter topics`."""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -11,13 +12,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy import func
 from sqlmodel import col, select
 
-from newsletter import db
+from newsletter import db, editorial
 from newsletter.cli.common import ensure_database
+from newsletter.editorial import EditorialError
 from newsletter.ingest import IngestError, IngestResult, ingest_file
-from newsletter.models import Issue, Item
-from newsletter.topics import item_topic_slugs, set_item_topics, topic_counts
+from newsletter.models import Delivery, Issue, Item
+from newsletter.topics import item_topic_slugs, topic_counts
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # "file:line: message" must stay on one line
@@ -143,16 +146,25 @@ def items_tag(
         str, typer.Option("--topics", help="Comma-separated topic slugs (empty clears).")
     ],
 ) -> None:
-    """Replace an item's topics."""
+    """Replace an item's topics. Like the web console: an approved or scheduled issue
+    goes back to draft (approve it again), a sending or sent one is refused."""
     ensure_database()
     slugs = [s.strip() for s in topics.split(",") if s.strip()]
     try:
         with db.session_scope() as session:
-            now = set_item_topics(session=session, item_id=item_id, slugs=slugs)
-    except ValueError as exc:
-        errors.print(f"[red]{escape(str(exc))}[/red]")
+            item = session.get(Item, item_id)
+            owner = session.get(Issue, item.issue_id) if item else None
+            before = owner.status if owner else None
+            issue = editorial.set_topics(session=session, item_id=item_id, topics=slugs)
+            now = item_topic_slugs(session=session, item_ids=[item_id]).get(item_id, [])
+            issue_id, after = issue.id, issue.status
+    except (LookupError, EditorialError) as exc:
+        errors.print(f"[red]item {item_id}: {escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
     console.print(f"item {item_id}: {escape(', '.join(now)) or '(no topics)'}")
+    if before is not None and before != after:
+        console.print(f"issue {issue_id} was {before}; it is a draft again: "
+                      f"approve it again before it is sent.")
 
 
 def topics_cmd(
@@ -179,8 +191,50 @@ def topics_cmd(
     console.print(table)
 
 
+def issues_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every issue, newest first: date, status, item count and delivery results."""
+    ensure_database()
+    with db.session_scope() as session:
+        issues = session.exec(
+            select(Issue).order_by(col(Issue.issue_date).desc(), col(Issue.id).desc())
+        ).all()
+        items = dict(session.exec(
+            select(Item.issue_id, func.count()).group_by(col(Item.issue_id))
+        ).all())
+        deliveries: dict[int, dict[str, int]] = defaultdict(dict)
+        for issue_id, status, n in session.exec(
+            select(Delivery.issue_id, Delivery.status, func.count())
+            .group_by(col(Delivery.issue_id), col(Delivery.status))
+        ).all():
+            deliveries[issue_id][str(status)] = int(n)
+        rows = [
+            {"id": i.id, "date": i.issue_date.isoformat(), "status": str(i.status),
+             "items": int(items.get(i.id or 0, 0)), "title": i.title,
+             "deliveries": deliveries.get(i.id or 0, {})}
+            for i in issues
+        ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        console.print("No issues yet: `newsletter ingest FILE` creates one.")
+        return
+    table = Table("id", "date", "status", "items", "title", "deliveries")
+    for row in rows:
+        counts: dict[str, int] = row["deliveries"]  # type: ignore[assignment]
+        table.add_row(
+            str(row["id"]), str(row["date"]), str(row["status"]), str(row["items"]),
+            escape(str(row["title"])),
+            ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "—",
+        )
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
     app.command("ingest")(ingest)
     app.add_typer(items_app, name="items")
     app.command("topics")(topics_cmd)
+    app.command("issues")(issues_cmd)

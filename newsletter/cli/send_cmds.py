@@ -6,9 +6,11 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from sqlmodel import Session
 
 from newsletter import db
 from newsletter.cli.common import cli_session, console, ensure_database, fail, print_json
@@ -17,28 +19,34 @@ from newsletter.settings import settings
 
 OPEN_STATES = ("pending", "sending")
 SWEEP_SECONDS = 30.0  # how often a waiting `send` with private services sweeps leases
+NO_WORKER_HINT_SECONDS = 5.0  # nothing moved for this long: hint that no worker runs
 
 
 @contextlib.contextmanager
-def _send_services(*, wait: bool) -> Iterator[tuple[bool, bool]]:
+def _send_services(*, wait: bool) -> Iterator[tuple[bool, bool, Path | None]]:
     """Redis (private if REDIS_URL does not answer) and, with a private one, a worker.
 
     A private Redis dies with this command, so a send on it must be worked off here:
     we also start the mail catcher (if SMTP_HOST is empty) and a worker, and wait.
-    Yields (must we wait for the send to finish, are the services private).
+    Yields (must we wait for the send to finish, are the services private, the mail
+    catcher's directory if mail goes there).
     """
     from newsletter.mailcatcher import smtp_service
-    from newsletter.services import redis_answers, redis_service, worker_process
+    from newsletter.services import (
+        redis_answers,
+        redis_fallback_reason,
+        redis_service,
+        worker_process,
+    )
 
-    external = redis_answers(settings.redis_url)
-    with redis_service():
-        if external:
-            yield wait, False
-            return
-        console.print("[dim]No Redis at REDIS_URL: using a private one and a local worker "
-                      "for this send.[/]")
-        with smtp_service(), worker_process(concurrency=2):
-            yield True, True
+    if redis_answers(settings.redis_url):
+        yield wait, False, None
+        return
+    console.print(f"[dim]{redis_fallback_reason(settings.redis_url)} and a local worker "
+                  "for this send.[/]", highlight=False)
+    catcher = None if settings.smtp_host else settings.mail_dir
+    with redis_service(), smtp_service(), worker_process(concurrency=2):
+        yield True, True, catcher
 
 
 def _counts(issue_id: int) -> dict[str, int]:
@@ -55,20 +63,46 @@ def _sweep() -> None:
         sweep_expired_leases(session=session)
 
 
+def _queued_batches() -> int | None:
+    """Batch tasks waiting in the broker for a worker (None: cannot tell)."""
+    import redis
+
+    from workers.celery_app import BULK_QUEUE
+
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+        try:
+            return int(client.llen(BULK_QUEUE))
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items() if v) or "no deliveries"
+
+
 def _wait_with_progress(issue_id: int, *, timeout: float | None = None,
                         sweep: bool = False) -> dict[str, int]:
     """Poll the ledger until no row is open. `sweep`: no beat runs, so do its sweep here
     (rows left `sending` by an earlier, interrupted run come back once their lease ends).
+
+    When nothing moves for NO_WORKER_HINT_SECONDS while batches wait in the broker, no
+    worker is consuming: say so once (and keep waiting, one may be started).
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    next_sweep = time.monotonic()
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    next_sweep = started
+    last_done, last_change, hinted = -1, started, False
     with Progress(TextColumn("[bold]Sending"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[detail]}"), console=console) as bar:
         task = bar.add_task("send", total=None, detail="")
         while True:
-            if sweep and time.monotonic() >= next_sweep:
+            now = time.monotonic()
+            if sweep and now >= next_sweep:
                 _sweep()
-                next_sweep = time.monotonic() + SWEEP_SECONDS
+                next_sweep = now + SWEEP_SECONDS
             counts = _counts(issue_id)
             total = sum(counts.values())
             done = total - sum(counts[s] for s in OPEN_STATES)
@@ -76,8 +110,19 @@ def _wait_with_progress(issue_id: int, *, timeout: float | None = None,
             bar.update(task, total=total, completed=done, detail=detail)
             if not any(counts[s] for s in OPEN_STATES):
                 return counts
-            if deadline is not None and time.monotonic() > deadline:
-                fail(f"still sending after {timeout:.0f}s: {counts}")
+            if done != last_done or counts["sending"]:
+                last_done, last_change = done, now
+            elif (not hinted and now - last_change >= NO_WORKER_HINT_SECONDS
+                  and (_queued_batches() or 0) > 0):
+                hinted = True
+                bar.console.print(
+                    f"[yellow]Nothing sent for {now - last_change:.0f}s and batches are "
+                    "waiting in Redis: no worker seems to be running. Start one with "
+                    "`newsletter worker` (same REDIS_URL and DATABASE_URL); still waiting.[/]",
+                    highlight=False)
+            if deadline is not None and now > deadline:
+                fail(f"issue {issue_id} is still sending after {timeout:g}s: "
+                     f"{_describe(counts)}")
             time.sleep(0.3)
 
 
@@ -94,6 +139,9 @@ def send(
     issue_id: int = typer.Argument(..., metavar="ISSUE", help="Issue id."),
     wait: bool = typer.Option(False, "--wait", help="Show progress until every row is done."),
     approve: bool = typer.Option(False, "--approve", help="Approve a draft in the same step."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0, metavar="SECONDS",
+        help="With --wait: give up waiting after this long (exit 1, printing the counts)."),
 ) -> None:
     """Plan an approved issue (one ledger row per confirmed subscriber) and enqueue it.
 
@@ -113,7 +161,7 @@ def send(
         if issue.status in _NOT_SENDABLE:
             fail(_NOT_SENDABLE[issue.status].format(id=issue_id))
         resuming = issue.status == "sending"
-    with _send_services(wait=wait) as (must_wait, private):
+    with _send_services(wait=wait or timeout is not None) as (must_wait, private, mail_dir):
         if resuming:
             batches = enqueue_batches(issue_id)
             console.print(f"Issue {issue_id} is already sending: enqueued its {batches} "
@@ -125,8 +173,11 @@ def send(
                 fail(str(exc))
             console.print(f"Issue {issue_id}: planned {planned} deliveries.")
         if must_wait:
-            counts = _wait_with_progress(issue_id, sweep=private)
+            counts = _wait_with_progress(issue_id, timeout=timeout, sweep=private)
             console.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
+    if mail_dir is not None:
+        console.print(f"SMTP_HOST is not set: the messages went to the local mail catcher, "
+                      f"as .eml files in {mail_dir.resolve()}", highlight=False)
 
 
 def approve(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
@@ -160,33 +211,55 @@ def status(
                   + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-def _console_action(name: str, issue_id: int) -> None:
-    from newsletter import delivery
-    from newsletter.services import redis_service
-
-    ensure_database()
-    with redis_service():  # resume re-enqueues batches on commit
-        try:
-            with db.session_scope() as session:
-                result = getattr(delivery, f"{name}_send")(session=session, issue_id=issue_id)
-        except (LookupError, delivery.SendError) as exc:
-            fail(str(exc))
-    console.print(f"Issue {issue_id}: {name} -> {result}")
+def _no_change(session: Session, issue_id: int, action: str, wanted: str) -> NoReturn:
+    issue = session.get(Issue, issue_id)
+    if issue is None:
+        fail(f"No issue {issue_id}.")
+    fail(f"Issue {issue_id} is not {wanted} (it is {issue.status}); nothing to {action}.")
 
 
 def pause(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
-    """Stop sending an issue (batches already running finish)."""
-    _console_action("pause", issue_id)
+    """Stop sending an issue; running batches stop within a fraction of a second."""
+    from newsletter.delivery import pause_send
+
+    with cli_session() as session:
+        if not pause_send(session=session, issue_id=issue_id):
+            _no_change(session, issue_id, "pause", "sending")
+    console.print(f"Issue {issue_id} paused. `newsletter resume {issue_id}` continues it.")
 
 
 def resume(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
-    """Resume a paused send."""
-    _console_action("resume", issue_id)
+    """Resume a paused send (its pending batches are enqueued again)."""
+    from newsletter.delivery import resume_send, status_counts
+    from newsletter.services import redis_answers, redis_service
+
+    external = redis_answers(settings.redis_url)
+    ensure_database()
+    with redis_service(), db.session_scope() as session:  # batches are enqueued on commit
+        if not resume_send(session=session, issue_id=issue_id):
+            _no_change(session, issue_id, "resume", "paused")
+        left = status_counts(session=session, issue_id=issue_id)["pending"]
+    console.print(f"Issue {issue_id} resumed: {left:,} deliveries left to send.")
+    if not external:
+        # Its batches went into a Redis that just stopped: nobody would work them off.
+        console.print(f"No worker shares a Redis with this command (REDIS_URL is not set or "
+                      f"not answering): run `newsletter send {issue_id}` to send the rest.",
+                      highlight=False)
 
 
 def cancel(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
-    """Cancel a send: rows not yet sent are never sent."""
-    _console_action("cancel", issue_id)
+    """Cancel a send: pending rows are never sent; batches sending right now stop within
+    a fraction of a second (a message already handed to the relay still arrives)."""
+    from newsletter.delivery import SendError, cancel_send
+
+    try:
+        with cli_session() as session:
+            cancelled = cancel_send(session=session, issue_id=issue_id)
+    except LookupError:
+        fail(f"No issue {issue_id}.")
+    except SendError as exc:
+        fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+    console.print(f"Issue {issue_id} cancelled: {cancelled:,} deliveries will not be sent.")
 
 
 def mailcatcher(
@@ -212,9 +285,18 @@ def worker(
 ) -> None:
     """Run a Celery worker in the foreground (private Redis and mail catcher if unset)."""
     from newsletter.mailcatcher import smtp_service
-    from newsletter.services import redis_service, worker_process
+    from newsletter.services import (
+        redis_answers,
+        redis_fallback_reason,
+        redis_service,
+        worker_process,
+    )
 
     ensure_database()
+    if not redis_answers(settings.redis_url):
+        console.print(f"[dim]{redis_fallback_reason(settings.redis_url)}: only this worker "
+                      "uses it (`newsletter web` and `send` start their own).[/]",
+                      highlight=False)
     with redis_service() as url, smtp_service() as (host, port):
         console.print(f"Worker on {url}, SMTP {host}:{port} (Ctrl-C to stop)", highlight=False)
         with (worker_process(concurrency=concurrency, beat=beat, inherit_output=True) as proc,

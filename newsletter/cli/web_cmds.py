@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import typer
 from rich.table import Table
 
@@ -67,12 +70,47 @@ def stats(
     console.print(topics)
 
 
+@contextlib.contextmanager
+def _local_services() -> Iterator[None]:
+    """REDIS_URL if it answers; else a private Redis, a worker (with beat) and, when
+    SMTP_HOST is empty, the mail catcher, for as long as the server runs.
+
+    Without them the confirmation emails would be queued where no worker listens.
+    The uvicorn processes inherit REDIS_URL and SMTP_* from the environment.
+    """
+    from newsletter.mailcatcher import smtp_service
+    from newsletter.services import (
+        redis_answers,
+        redis_fallback_reason,
+        redis_service,
+        worker_process,
+    )
+    from newsletter.settings import settings
+
+    if redis_answers(settings.redis_url):
+        yield
+        return
+    console.print(f"{redis_fallback_reason(settings.redis_url)} and a Celery worker for as "
+                  "long as the server runs.", highlight=False)
+    catcher = not settings.smtp_host
+    with (redis_service() as url, smtp_service() as (smtp_host, smtp_port),
+          worker_process(concurrency=2, beat=True)):
+        where = (f"the local mail catcher: .eml files in {settings.mail_dir.resolve()}"
+                 if catcher else f"the SMTP relay {smtp_host}:{smtp_port}")
+        console.print(f"Worker ready on {url}; mail goes to {where}.", highlight=False)
+        yield
+
+
 def web(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
 ) -> None:
-    """Serve the subscriber pages, the JSON API and the editors' console with uvicorn."""
+    """Serve the subscriber pages, the JSON API and the editors' console with uvicorn.
+
+    With REDIS_URL unset or not answering, a private Redis, a worker and (SMTP_HOST
+    empty) the local mail catcher run alongside, so this one command is a whole site.
+    """
     import uvicorn
 
     from newsletter.cli.common import ensure_database
@@ -83,8 +121,9 @@ def web(
     except InsecureSecretError as exc:
         fail(str(exc))
     ensure_database()
-    uvicorn.run("newsletter.web.app:app", host=host, port=port, workers=workers,
-                proxy_headers=True, server_header=False)
+    with _local_services():
+        uvicorn.run("newsletter.web.app:app", host=host, port=port, workers=workers,
+                    proxy_headers=True, server_header=False)
 
 
 def register(app: typer.Typer) -> None:

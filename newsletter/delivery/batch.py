@@ -1,9 +1,11 @@
 """Running one batch: claim, re-check, render once per composition, send, record each row.
 
 While it sends, a batch looks again every REFRESH_SECONDS (and at once when a row
-turns out not to be ours any more): it extends its lease on the rows it still holds,
-drops rows the sweep handed on, suppresses subscribers who left meanwhile, and hands
-back its untried rows when the issue was paused or cancelled.
+turns out not to be ours any more, or the issue is no longer sending): it extends its
+lease on the rows it still holds, drops rows the sweep handed on, suppresses
+subscribers who left meanwhile, and hands back its untried rows when the issue was
+paused or cancelled. The issue's status alone is read far more often (every
+STATUS_EVERY_MESSAGES messages or STATUS_EVERY_SECONDS), so those stop it at once.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("newsletter.delivery")
 
 MAX_RETRY_DELAY = 600.0  # seconds: no ETA longer than this, or Redis redelivers it
-REFRESH_SECONDS = 2.0  # how often a running batch re-reads its issue and its rows
+REFRESH_SECONDS = 2.0  # how often a running batch extends its lease and re-reads its rows
+# How often it looks at the issue's status alone (one primary-key SELECT), whichever
+# comes first: at ~1,000 messages a second, pause and cancel stop it within ~20 messages.
+STATUS_EVERY_MESSAGES = 20
+STATUS_EVERY_SECONDS = 0.2
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -192,17 +198,26 @@ def _send_rows(session: Session, ledger: BatchLedger, issue: IssueContent,
     half_lease = timedelta(seconds=settings.send_lease_seconds / 2)
     held = {row.id for row, _ in work}
     look_again_at = time.monotonic() + REFRESH_SECONDS
+    status_at, status_after = time.monotonic() + STATUS_EVERY_SECONDS, STATUS_EVERY_MESSAGES
     lost_a_row = False
     conn: smtplib.SMTP | None = None
     try:
         for index, (row, composition) in enumerate(work):
-            if (lost_a_row or time.monotonic() >= look_again_at
+            stopped = False
+            status_after -= 1
+            if status_after <= 0 or time.monotonic() >= status_at:
+                stopped = ledger.issue_status() != IssueStatus.sending
+                status_at = time.monotonic() + STATUS_EVERY_SECONDS
+                status_after = STATUS_EVERY_MESSAGES
+            if (stopped or lost_a_row or time.monotonic() >= look_again_at
                     or utcnow() >= ledger.lease_until - half_lease):
                 rechecked = _recheck(ledger, [r for r, _ in work[index:] if r.id in held], outcome)
                 if rechecked is None:
                     return
                 held, lost_a_row = rechecked, False
                 look_again_at = time.monotonic() + REFRESH_SECONDS
+                status_at = time.monotonic() + STATUS_EVERY_SECONDS
+                status_after = STATUS_EVERY_MESSAGES
             if row.id not in held:
                 continue
             try:

@@ -1,7 +1,8 @@
 """Acting on a send in progress: pause, resume, cancel, the lease sweep, running out of retries.
 
 Each is a conditional UPDATE on the issue or its rows; batch tasks look at the issue
-before claiming and again while they send, so these take effect within seconds.
+before claiming and every few messages while they send, so these take effect within a
+fraction of a second (a message already handed to the relay still goes out).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def resume_send(*, session: Session, issue_id: int) -> bool:
 def cancel_send(*, session: Session, issue_id: int) -> int:
     """Cancel the issue; pending rows become `cancelled`. Returns rows cancelled.
 
-    Rows a worker holds right now are cancelled by that worker within seconds
+    Rows a worker holds right now are cancelled by that worker within moments
     (it re-reads the issue while sending), or by the sweep if it died.
     """
     won = changed(session,

@@ -173,6 +173,7 @@ class BatchLedger:
             f"updated_at={mark}, lease_until=NULL, error='' "
             f"WHERE id={mark} AND claim_token={mark}"
         )
+        self._issue_status = f"SELECT status FROM issue WHERE id={mark}"  # noqa: S608
         self._when = D.c.sent_at.type.bind_processor(dialect) or (lambda value: value)
         if self._postgres:
             # One commit per sent row; waiting for the WAL flush on each would cap
@@ -211,6 +212,18 @@ class BatchLedger:
         if not ok:
             log.error("delivery %s was sent but its lease was lost (sent twice?)", row_id)
         return ok
+
+    def issue_status(self) -> str:
+        """The issue's status now: one primary-key SELECT, cheap enough to run every few
+        messages so a pause or cancel stops the batch almost at once."""
+        cur = self._raw.cursor()
+        try:
+            cur.execute(self._issue_status, (self.issue_id,))
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        self._raw.commit()  # end the read: PostgreSQL must not sit idle in a transaction
+        return str(row[0]) if row else ""
 
     def finish(self, row_ids: Sequence[int], status: str, error: str = "",
                next_attempt_at: datetime | None = None) -> None:

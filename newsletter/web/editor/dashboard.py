@@ -3,6 +3,7 @@ topic, delivery results of recent issues, drawn as SVG on the server."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from fastapi import Request
@@ -11,7 +12,7 @@ from markupsafe import Markup
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from newsletter.charts import bar_chart, column_chart
+from newsletter.charts import PALETTE, bar_chart, column_chart
 from newsletter.models import Event, EventKind, Issue, IssueStatus, Subscriber, utcnow
 from newsletter.topics import topic_counts
 from newsletter.web.editor.issues import delivery_counts
@@ -21,9 +22,25 @@ WEEKS = 12
 RECENT_ISSUES = 8
 GROWTH_KINDS = {EventKind.signed_up: "Sign-ups", EventKind.confirmed: "Confirmations",
                 EventKind.unsubscribed: "Unsubscribes"}
-DELIVERY_GROUPS = {"Sent": ("sent",), "Failed": ("failed",),
-                   "Skipped": ("skipped", "suppressed", "cancelled"),
-                   "Pending": ("pending", "sending")}
+# Stacked bottom-up in this order, each in the colour people expect for it.
+DELIVERY_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
+    "Sent": (("sent",), "#0e9f6e"),                    # green
+    "Failed": (("failed",), "#e02424"),                # red
+    "Skipped": (("skipped", "suppressed"), "#e3a008"),  # amber
+    "Cancelled": (("cancelled",), "#4b5563"),          # dark grey
+    "Pending": (("pending", "sending"), "#c4c9d1"),    # light grey
+}
+_FILL = re.compile(r'fill="(#[0-9a-fA-F]{6})"')
+
+
+def _recolour(svg: Markup, colours: list[str]) -> Markup:
+    """column_chart colours series by position in its palette; swap in ours.
+
+    Only the palette's six-digit colours are touched: text and grid use short ones.
+    """
+    swap = {PALETTE[i % len(PALETTE)]: colour for i, colour in enumerate(colours)}
+    return Markup(_FILL.sub(  # noqa: S704 - only colour literals change in escaped markup
+        lambda m: f'fill="{swap.get(m.group(1), m.group(1))}"', str(svg)))
 
 
 def _week_start(moment: datetime) -> datetime:
@@ -63,12 +80,13 @@ def delivery_chart(session: Session) -> Markup:
     counts = delivery_counts(session, [i.id for i in issues if i.id is not None])
     series = {
         name: [sum(counts.get(i.id or 0, {}).get(s, 0) for s in states) for i in issues]
-        for name, states in DELIVERY_GROUPS.items()
+        for name, (states, _colour) in DELIVERY_GROUPS.items()
     }
-    return column_chart(title="Delivery results of recent issues",
-                        labels=[f"#{i.id} {i.issue_date:%d %b}" for i in issues],
-                        series=series, stacked=True,
-                        empty="No issue has been sent yet")
+    chart = column_chart(title="Delivery results of recent issues",
+                         labels=[f"#{i.id} {i.issue_date:%d %b}" for i in issues],
+                         series=series, stacked=True,
+                         empty="No issue has been sent yet")
+    return _recolour(chart, [colour for _states, colour in DELIVERY_GROUPS.values()])
 
 
 @router.get("")

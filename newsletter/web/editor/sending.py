@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
@@ -36,23 +36,48 @@ def duration_text(seconds: int | None) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
+def rate_text(per_second: float) -> str:
+    """Per second when fast ("12.5/s"), per minute when slow ("25/min")."""
+    if not per_second:
+        return "—"
+    if per_second >= 1:
+        return f"{per_second:.1f}/s"
+    return f"{per_second * 60:.1f}/min"
+
+
+def send_rate(session: Session, issue: Issue, *, pending: int) -> float:
+    """Messages per second over the last minute of sending, or less when the send is
+    younger than that: a 10 s send of 3,000 is 300/s, not "3,000 in the last minute"."""
+    sent_at = col(Delivery.sent_at)
+    first: datetime | None
+    last: datetime | None
+    first, last = session.exec(
+        select(func.min(sent_at), func.max(sent_at)).where(
+            Delivery.issue_id == issue.id, Delivery.status == DeliveryStatus.sent)
+    ).one()
+    if first is None or last is None:
+        return 0.0
+    # A finished send's rate is frozen at its last message, not diluted by the wait since.
+    end = utcnow() if pending else last
+    began: datetime = min(issue.send_started_at or first, first)
+    start = max(began, end - RATE_WINDOW)
+    sent = session.exec(
+        select(func.count()).select_from(Delivery).where(
+            Delivery.issue_id == issue.id, Delivery.status == DeliveryStatus.sent,
+            sent_at >= start)
+    ).one()
+    elapsed = max((end - start).total_seconds(), 1.0)
+    return sent / elapsed
+
+
 def progress(session: Session, issue: Issue) -> dict[str, Any]:
     """Counts, rate and time left for one issue's send."""
     counts = delivery.status_counts(session=session, issue_id=issue.id or 0)
     pending = counts.get("pending", 0) + counts.get("sending", 0)
     sent = counts.get("sent", 0)
-    now = utcnow()
-    recent = session.exec(
-        select(func.count()).select_from(Delivery).where(
-            Delivery.issue_id == issue.id, Delivery.status == DeliveryStatus.sent,
-            col(Delivery.sent_at) >= now - RATE_WINDOW)
-    ).one()
-    per_minute = float(recent)
-    if not per_minute and issue.send_started_at and sent:
-        elapsed = max((now - issue.send_started_at).total_seconds(), 1.0)
-        per_minute = sent * 60 / elapsed
+    per_second = send_rate(session, issue, pending=pending)
     total = sum(counts.values())
-    seconds_left = round(pending / per_minute * 60) if per_minute and pending else None
+    seconds_left = round(pending / per_second) if per_second and pending else None
     done = issue.status in (IssueStatus.sent, IssueStatus.cancelled) or (
         issue.status == IssueStatus.sending and total > 0 and pending == 0)
     return {
@@ -65,7 +90,8 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
         "cancelled": counts.get("cancelled", 0),
         "total": total,
         "percent": round(100 * (total - pending) / total) if total else 0,
-        "rate_per_minute": round(per_minute, 1),
+        "rate_per_minute": round(per_second * 60, 1),
+        "rate": rate_text(per_second),
         "seconds_left": seconds_left,
         "time_left": duration_text(seconds_left),
         "done": done,
