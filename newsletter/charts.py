@@ -48,12 +48,12 @@ def _empty(title: str, width: int, message: str) -> Markup:
     return _svg(width, 70, title, body, "empty")
 
 
-def _legend(names: Sequence[str], x: int, y: int) -> list[str]:
+def _legend(names: Sequence[str], colours: Sequence[str], x: int, y: int) -> list[str]:
     out = []
     for i, name in enumerate(names):
         lx = x + i * 130
         out.append(f'<rect x="{lx}" y="{y - 9}" width="10" height="10" '
-                   f'fill="{PALETTE[i % len(PALETTE)]}"/>')
+                   f'fill="{colours[i % len(colours)]}"/>')
         out.append(f'<text x="{lx + 14}" y="{y}" {FONT} fill="#333">{escape(name)}</text>')
     return out
 
@@ -61,9 +61,10 @@ def _legend(names: Sequence[str], x: int, y: int) -> list[str]:
 def column_chart(
     *, title: str, labels: Sequence[str], series: Mapping[str, Sequence[int]],
     stacked: bool = False, width: int = 640, height: int = 240,
-    empty: str = "Nothing to show yet",
+    empty: str = "Nothing to show yet", colours: Sequence[str] = PALETTE,
 ) -> Markup:
-    """Vertical bars per label: side by side per series, or stacked."""
+    """Vertical bars per label: side by side per series, or stacked; series take
+    `colours` in order (legend included)."""
     names = list(series)
     if not labels:
         return _empty(title, width, empty)
@@ -75,7 +76,7 @@ def column_chart(
     else:
         peak = max((v for s in names for v in series[s]), default=0)
     top_value = _nice_max(peak)
-    body: list[str] = _legend(names, left, 12)
+    body: list[str] = _legend(names, colours, left, 12)
     for frac in (0, 0.5, 1):
         y = top + plot_h - frac * plot_h
         body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
@@ -92,7 +93,7 @@ def column_chart(
             h = plot_h * value / top_value
             x = gx if stacked else gx + j * bar_w
             y = base - h
-            colour = PALETTE[j % len(PALETTE)]
+            colour = colours[j % len(colours)]
             body.append(
                 f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 1):.1f}" '
                 f'height="{h:.1f}" fill="{colour}"><title>{escape(name)}, {escape(label)}: '

@@ -151,6 +151,10 @@ def render_preview(
                            text=text, headers=headers, data=data, values=values)
 
 
+def _people(n: int) -> str:
+    return f"{n} subscriber" if n == 1 else f"{n} subscribers"
+
+
 # --- Checks --------------------------------------------------------------------------
 
 
@@ -226,7 +230,7 @@ def link_problem(url: str) -> str:
 
 
 def _label(audience: Audience) -> str:
-    return f"version for {audience.count} subscriber(s)"
+    return f"version for {_people(audience.count)}"
 
 
 def _samples(issue: IssueContent, groups: list[Audience]) -> list[tuple[str, Composition, Reader]]:
@@ -311,13 +315,14 @@ def run_checks(*, session: Session, issue_id: int) -> CheckReport:
     results.append(CheckResult(
         "empty", "No subscriber gets an empty email", not empty,
         "Every subscriber's email has at least one story." if not empty
-        else f"{sum(a.count for a in empty)} subscriber(s) would get an email with no stories.",
+        else f"{_people(sum(a.count for a in empty))} would get an email with no stories.",
         details=tuple(r.email for a in empty for r in a.readers[:20])))
     nothing = [r for a in groups if a.composition is None for r in a.readers]
     results.append(CheckResult(
         "skipped", "Nobody is left without an email", not nothing,
         "Every subscriber gets this issue." if not nothing
-        else f"{len(nothing)} subscriber(s) with “only my topics” get nothing this week.",
+        else f"{_people(len(nothing))} with “only my topics” "
+        f"{'gets' if len(nothing) == 1 else 'get'} nothing this week.",
         blocking=False, details=tuple(r.email for r in nothing[:50])))
     return CheckReport(issue=issue, audiences=groups, results=results)
 

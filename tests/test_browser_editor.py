@@ -151,3 +151,38 @@ def test_deleting_an_item_asks_first(session, make_issue, live_server, browser_p
         page.click(f"{gamma} button[data-action=delete]")
     assert page.locator(gamma).count() == 0
     assert page.locator("#items li.item").count() == 2
+
+
+def test_issues_list_keeps_words_whole_on_desktop_and_stacks_on_a_phone(
+        session, make_issue, live_server, browser_page):
+    from newsletter.models import IssueStatus
+
+    account = create_editor(session)
+    for i, status in enumerate([IssueStatus.sent, IssueStatus.scheduled, IssueStatus.draft]):
+        make_issue(title=f"A fairly long weekly roundup title number {i} for the list",
+                   items=ITEMS, status=status)
+    page = browser_page
+    _login(page, live_server, account)
+    page.goto(f"{live_server.url}/editor/issues")
+
+    def one_line(selector):
+        # A single line of text is no taller than about 1.6 line heights.
+        for box in page.locator(selector).evaluate_all(
+                "els => els.map(e => [e.textContent, e.getBoundingClientRect().height,"
+                " parseFloat(getComputedStyle(e).lineHeight) || 20])"):
+            text, height, line = box
+            assert height < line * 1.6 + 12, f"{text!r} wraps: {height}px"
+
+    one_line("table.issues th")
+    one_line("table.issues .badge")
+    one_line("table.issues td.date")
+    page.set_viewport_size({"width": 375, "height": 800})
+    one_line("table.issues .badge")
+    one_line("table.issues td.date")
+    # Stacked: each row's cells sit one under another, labelled, across the card.
+    cells = page.locator("table.issues tbody tr").first.locator("td")
+    boxes = [cells.nth(i).bounding_box() for i in range(cells.count())]
+    assert all(b and b["width"] > 250 for b in boxes)
+    assert all(a["y"] < b["y"] for a, b in zip(boxes, boxes[1:], strict=False))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    screenshot(page, "editor-issues-list")

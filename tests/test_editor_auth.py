@@ -95,6 +95,19 @@ def test_login_attempts_are_rate_limited(anon_client, editor_account):
     assert "Too many login attempts" in response.text
 
 
+def test_successful_logins_do_not_use_up_the_per_account_limit(anon_client, editor_account):
+    from tests.test_editor_hardening import _clear_of_the_minute_boundary
+
+    _clear_of_the_minute_boundary()
+    for _ in range(6):  # more than the 5 attempts a minute allowed per account
+        anon_client.cookies.clear()
+        assert login(anon_client, editor_account.email,
+                     editor_account.password).status_code == 303
+    anon_client.cookies.clear()
+    for _ in range(3):  # failures still count, from zero
+        assert login(anon_client, editor_account.email, "wrong password").status_code == 401
+
+
 def test_login_redirects_back_to_the_page_asked_for(anon_client, editor_account):
     first = anon_client.get("/editor/issues", follow_redirects=False)
     assert first.headers["location"] == "/editor/login?next=%2Feditor%2Fissues"

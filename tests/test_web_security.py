@@ -232,6 +232,18 @@ def test_no_get_or_head_changes_anything(client, session, make_subscriber, confi
     assert snapshot(session) == before
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/subscribe", "/subscribe/embed",
+                                  "/subscribe/embed/form", "/"])
+def test_uptime_monitors_can_probe_public_pages_with_head(client, session, path):
+    get = client.get(path, follow_redirects=False)
+    before = snapshot(session)
+    head = client.head(path, follow_redirects=False)
+    assert head.status_code == get.status_code and head.status_code in (200, 303)
+    assert head.content == b""
+    assert head.headers.get("content-type") == get.headers.get("content-type")
+    assert snapshot(session) == before
+
+
 def _tamper(token: str) -> str:
     # Change a character inside the signature. Not the last one: its low bits are
     # base64 padding, so some changes there decode to the very same signature.

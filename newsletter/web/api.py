@@ -111,8 +111,8 @@ def list_topics() -> list[TopicPublic]:
                 for t in forms.all_topics(session)]
 
 
-@router.get("/healthz", response_model=Health, tags=["health"],
-            responses={503: {"model": Health}})
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health,
+                  tags=["health"], responses={503: {"model": Health}})
 def healthz() -> JSONResponse | Health:
     """200 when the database answers, 503 otherwise."""
     try:

@@ -103,12 +103,17 @@ def _signup_page(request: Request, template: str, form: forms.SignupForm,
     }, status_code=status_code)
 
 
-@router.get("/")
+# Uptime monitors probe with HEAD: the sign-up pages answer it, as their GET changes
+# nothing (it renders the form; the CSRF cookie is all it sets).
+READ_METHODS = ["GET", "HEAD"]
+
+
+@router.api_route("/", methods=READ_METHODS)
 def home() -> Response:
     return RedirectResponse("/subscribe", status_code=303)
 
 
-@router.get("/subscribe")
+@router.api_route("/subscribe", methods=READ_METHODS)
 def subscribe_page(request: Request) -> Response:
     return _signup_page(request, "subscribe.html",
                         forms.SignupForm(tracking=_tracking_from_request(request)))
@@ -119,7 +124,7 @@ async def subscribe_submit(request: Request) -> Response:
     return await _handle_signup(request, template="subscribe.html", source="form")
 
 
-@router.get("/subscribe/embed")
+@router.api_route("/subscribe/embed", methods=READ_METHODS)
 def embed_page(request: Request) -> Response:
     base = settings.base_url.rstrip("/")
     snippet = (
@@ -131,7 +136,7 @@ def embed_page(request: Request) -> Response:
                                           "form_url": f"{base}/subscribe/embed/form"})
 
 
-@router.get("/subscribe/embed/form")
+@router.api_route("/subscribe/embed/form", methods=READ_METHODS)
 def embed_form(request: Request) -> Response:
     return _signup_page(request, "embed_form.html",
                         forms.SignupForm(tracking=_tracking_from_request(request)))

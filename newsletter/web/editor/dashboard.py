@@ -3,7 +3,6 @@ topic, delivery results of recent issues, drawn as SVG on the server."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 from fastapi import Request
@@ -12,7 +11,7 @@ from markupsafe import Markup
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from newsletter.charts import PALETTE, bar_chart, column_chart
+from newsletter.charts import bar_chart, column_chart
 from newsletter.models import Event, EventKind, Issue, IssueStatus, Subscriber, utcnow
 from newsletter.topics import topic_counts
 from newsletter.web.editor.issues import delivery_counts
@@ -30,19 +29,6 @@ DELIVERY_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
     "Cancelled": (("cancelled",), "#4b5563"),          # dark grey
     "Pending": (("pending", "sending"), "#c4c9d1"),    # light grey
 }
-_FILL = re.compile(r'fill="(#[0-9a-fA-F]{6})"')
-
-
-def _recolour(svg: Markup, colours: list[str]) -> Markup:
-    """column_chart colours series by position in its palette; swap in ours.
-
-    Only the palette's six-digit colours are touched: text and grid use short ones.
-    """
-    swap = {PALETTE[i % len(PALETTE)]: colour for i, colour in enumerate(colours)}
-    return Markup(_FILL.sub(  # noqa: S704 - only colour literals change in escaped markup
-        lambda m: f'fill="{swap.get(m.group(1), m.group(1))}"', str(svg)))
-
-
 def _week_start(moment: datetime) -> datetime:
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
     return day - timedelta(days=day.weekday())
@@ -82,11 +68,11 @@ def delivery_chart(session: Session) -> Markup:
         name: [sum(counts.get(i.id or 0, {}).get(s, 0) for s in states) for i in issues]
         for name, (states, _colour) in DELIVERY_GROUPS.items()
     }
-    chart = column_chart(title="Delivery results of recent issues",
+    return column_chart(title="Delivery results of recent issues",
                          labels=[f"#{i.id} {i.issue_date:%d %b}" for i in issues],
                          series=series, stacked=True,
-                         empty="No issue has been sent yet")
-    return _recolour(chart, [colour for _states, colour in DELIVERY_GROUPS.values()])
+                         empty="No issue has been sent yet",
+                         colours=[colour for _states, colour in DELIVERY_GROUPS.values()])
 
 
 @router.get("")

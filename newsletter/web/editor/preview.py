@@ -194,7 +194,7 @@ def test_send(request: Request, issue_id: int) -> Response:
                             error="This reader gets no email this week, so there is nothing "
                                   "to test-send. Preview another reader or topic set.")
     try:
-        send_test(issue, composition, sel.reader, to)
+        send_test(issue, composition, to)
     except Exception as exc:  # the SMTP server's answer is what the editor needs to see
         log.exception("test send of issue %s to %s failed", issue_id, to)
         return preview_page(request, issue_id, test_to=to, status_code=502,
@@ -203,11 +203,12 @@ def test_send(request: Request, issue_id: int) -> Response:
                     + urlencode({"sent": to}))
 
 
-def send_test(issue: IssueContent, composition: Composition, reader: Reader, to: str) -> None:
+def send_test(issue: IssueContent, composition: Composition, to: str) -> None:
     """Render with test=True ([TEST] subject and banner) and send through the mail pipeline.
 
     The message carries subscriber id 0: its unsubscribe and manage links must not act
-    on the real subscriber whose version is being tested.
+    on the real subscriber whose version is being tested. Nor does it carry their name:
+    "Ana Real <tester@elsewhere.example>" would put her name on someone else's address.
     """
     from newsletter.delivery import send_one
     from newsletter.message import MessageFactory
@@ -215,7 +216,7 @@ def send_test(issue: IssueContent, composition: Composition, reader: Reader, to:
 
     digest = render_digest(issue, composition, test=True)
     message = MessageFactory(digest=digest, issue_id=issue.id).build(
-        Recipient(subscriber_id=0, email=to, name=reader.name)
+        Recipient(subscriber_id=0, email=to, name="")
     )
     send_one(message)
 
