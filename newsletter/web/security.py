@@ -162,26 +162,47 @@ class RateLimiter:
             count = self._memory_hit(key, window)
         return count <= limit
 
-    def _redis_hit(self, key: str, window: int) -> int | None:
+    def count(self, key: str, *, now: float | None = None) -> int:
+        """This minute's count for `key`, without adding to it."""
+        window = int((time.time() if now is None else now) // 60)
+        client = self._redis()
+        if client is not None:
+            try:
+                return int(client.get(f"{self.prefix}:{key}:{window}") or 0)
+            except Exception as exc:  # noqa: BLE001 - as in hit(): fall back to memory
+                self._redis_failed(exc)
+        with self._lock:
+            return self._memory.get((key, window), 0)
+
+    def _redis(self) -> Any:
+        """The Redis client, or None while Redis is unset or recently unreachable."""
         if not self.redis_url or time.monotonic() < self._redis_down_until:
             return None
-        try:
+        if self._client is None:
             import redis
 
-            if self._client is None:
-                self._client = redis.Redis.from_url(
-                    self.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
-                )
+            self._client = redis.Redis.from_url(
+                self.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        return self._client
+
+    def _redis_failed(self, exc: Exception) -> None:
+        log.warning("rate limit: Redis unavailable (%s); counting in memory", exc)
+        self._redis_down_until = time.monotonic() + 30
+        self._client = None
+
+    def _redis_hit(self, key: str, window: int) -> int | None:
+        client = self._redis()
+        if client is None:
+            return None
+        try:
             name = f"{self.prefix}:{key}:{window}"
-            pipe = self._client.pipeline()
+            pipe = client.pipeline()
             pipe.incr(name)
             pipe.expire(name, 120)
             count, _ = pipe.execute()
             return int(count)
         except Exception as exc:  # any Redis trouble: fall back, don't fail the sign-up
-            log.warning("rate limit: Redis unavailable (%s); counting in memory", exc)
-            self._redis_down_until = time.monotonic() + 30
-            self._client = None
+            self._redis_failed(exc)
             return None
 
     def _memory_hit(self, key: str, window: int) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -28,33 +27,12 @@ LOGIN_PER_MINUTE_IP = 10
 LOGIN_PER_MINUTE_EMAIL = 5
 
 
-class LoginLimiter(RateLimiter):
-    """Also reads a count without adding to it: per email only failed logins count, so
-    the check before a login must not itself be an attempt."""
-
-    def count(self, key: str) -> int:
-        window = int(time.time() // 60)
-        if self.redis_url and time.monotonic() >= self._redis_down_until:
-            try:
-                import redis
-
-                if self._client is None:
-                    self._client = redis.Redis.from_url(
-                        self.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
-                return int(self._client.get(f"{self.prefix}:{key}:{window}") or 0)
-            except Exception:  # noqa: BLE001 - as hit(): fall back to this process's counts
-                self._redis_down_until = time.monotonic() + 30
-                self._client = None
-        with self._lock:
-            return self._memory.get((key, window), 0)
-
-
-def _limiter(request: Request) -> LoginLimiter:
+def _limiter(request: Request) -> RateLimiter:
     limiter = getattr(request.app.state, "editor_login_limiter", None)
     if limiter is None:
         # Counted in Redis so the limit holds across web processes (in memory
         # while Redis is unreachable).
-        limiter = LoginLimiter(redis_url=settings.redis_url, prefix="roundup:editor-login")
+        limiter = RateLimiter(redis_url=settings.redis_url, prefix="roundup:editor-login")
         request.app.state.editor_login_limiter = limiter
     return limiter
 
