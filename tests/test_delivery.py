@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from newsletter import db, delivery
+from newsletter.delivery.ledger import BatchLedger
 from newsletter.models import (
     Delivery,
     DeliveryStatus,
@@ -31,7 +32,7 @@ from newsletter.models import (
 )
 from newsletter.subscribers import unsubscribe
 from tests.fixtures.mail import SMTPTestServer, assert_email
-from tests.fixtures.services import WorkerFactory, wait_until
+from tests.fixtures.services import SlowRcpt, WorkerFactory, wait_until
 
 ITEMS = [
     {"headline": "Payments grow fast", "topics": ["fintech"]},
@@ -488,7 +489,7 @@ def look_again_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_batch_never_sends_rows_the_sweep_handed_on(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
-    hooked_smtp_server: SMTPTestServer,
+    hooked_smtp_server: SMTPTestServer, redis_url: str,
 ) -> None:
     # Another machine whose clock runs ahead sweeps our lease while we send message 1,
     # and a second worker claims the batch. We must not send the other rows too.
@@ -553,6 +554,63 @@ def test_pause_during_a_batch_hands_rows_back_and_resume_sends_each_once(
     delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
     assert Counter(hooked_smtp_server.recipients()) == Counter(r.email for r in readers)
     assert issue_status(session, approved_issue.id) == IssueStatus.sent
+
+
+def test_pause_reaches_a_fast_batch_within_a_few_messages_not_seconds(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    hooked_smtp_server: SMTPTestServer,
+) -> None:
+    # Default timings: the lease refresh is 2 s away, far longer than these 80 take.
+    for _ in range(80):
+        make_subscriber()
+    plan(session, approved_issue.id)
+    hooked_smtp_server.hook = in_own_session(
+        lambda s: delivery.pause_send(session=s, issue_id=approved_issue.id))
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    sent = len(hooked_smtp_server.messages)
+    assert sent <= 21  # the one in flight plus at most STATUS_EVERY_MESSAGES (20)
+    assert outcome.counts == {"sent": sent, "released": 80 - sent}
+    assert counts(approved_issue.id)["pending"] == 80 - sent
+
+
+def test_pause_reaches_a_batch_on_a_slow_relay_within_a_handful_of_messages(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    smtp_server: SMTPTestServer,
+) -> None:
+    smtp_server.__class__ = type("SlowHooked", (HookOnFirstData, SlowRcpt, type(smtp_server)), {})
+    smtp_server.delay = 0.05  # type: ignore[attr-defined]  # 20 messages a second
+    for _ in range(30):
+        make_subscriber()
+    plan(session, approved_issue.id)
+    smtp_server.hook = in_own_session(  # type: ignore[attr-defined]
+        lambda s: delivery.pause_send(session=s, issue_id=approved_issue.id))
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    # 0.2 s between looks at 0.05 s a message: the one in flight plus about four more.
+    assert len(smtp_server.messages) <= 7
+    assert outcome.counts["released"] >= 23
+
+
+def test_the_status_look_is_a_cheap_single_row_read(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+) -> None:
+    make_subscriber()
+    plan(session, approved_issue.id)
+    token, lease_until = delivery.claim(session=session, issue_id=approved_issue.id, batch=1)
+    ledger = BatchLedger(session, approved_issue.id, token, lease_until)
+    try:
+        assert ledger.issue_status() == IssueStatus.sending
+        started = time.perf_counter()
+        for _ in range(200):
+            ledger.issue_status()
+        per_look = (time.perf_counter() - started) / 200
+    finally:
+        ledger.close()
+    # Once per 20 messages, so even 5 ms would cost 0.25 ms a message; it is far less.
+    assert per_look < 0.005
 
 
 def test_unsubscribe_during_a_batch_is_honoured_before_the_next_message(
@@ -631,7 +689,7 @@ def test_a_row_that_keeps_getting_4xx_fails_after_the_retry_limit(
 
 def test_rows_out_of_attempts_are_never_claimed_again_and_the_sweep_fails_them(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
-    smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch,
+    smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch, redis_url: str,
 ) -> None:
     from newsletter.settings import settings
 
@@ -845,6 +903,7 @@ def test_a_stand_alone_worker_without_smtp_host_refuses_to_start(app_settings: o
     # The Procfile's worker: no mail catcher behind it, so no SMTP_HOST is a config error.
     env = {k: v for k, v in os.environ.items()
            if k not in ("SMTP_HOST", "ROUNDUP_EMBEDDED_WORKER")}
+    env["REDIS_URL"] = "redis://127.0.0.1:9/0"  # checked before any connection is made
     result = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-c", "1",
          "--without-gossip", "--without-mingle", "--without-heartbeat"],

@@ -108,3 +108,83 @@ def test_send_and_status_of_an_unknown_issue(app_settings: object, no_redis: Non
         result = runner.invoke(app, command)
         assert result.exit_code == 1
         assert "no issue with id 404" in result.output
+
+
+def test_pause_resume_cancel_speak_in_sentences(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber], no_redis: None,
+) -> None:
+    from newsletter import delivery
+
+    for _ in range(3):
+        make_subscriber()
+    issue = make_issue(items=["A story"], status=IssueStatus.approved)
+
+    unknown = runner.invoke(app, ["pause", "999"])
+    assert unknown.exit_code == 1 and "No issue 999." in unknown.output
+    idle = runner.invoke(app, ["pause", str(issue.id)])
+    assert idle.exit_code == 1
+    assert f"Issue {issue.id} is not sending" in idle.output
+    assert "nothing to pause" in idle.output
+
+    delivery.plan_send(session=session, issue_id=issue.id)
+    session.commit()
+    paused = runner.invoke(app, ["pause", str(issue.id)])
+    assert paused.exit_code == 0, paused.output
+    assert f"Issue {issue.id} paused." in paused.output
+    again = runner.invoke(app, ["pause", str(issue.id)])
+    assert again.exit_code == 1 and "nothing to pause" in again.output
+
+    resumed = runner.invoke(app, ["resume", str(issue.id)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"Issue {issue.id} resumed: 3 deliveries left to send." in resumed.output
+    assert f"newsletter send {issue.id}" in resumed.output  # its private Redis is gone
+    not_paused = runner.invoke(app, ["resume", str(issue.id)])
+    assert not_paused.exit_code == 1 and "nothing to resume" in not_paused.output
+
+    cancelled = runner.invoke(app, ["cancel", str(issue.id)])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert f"Issue {issue.id} cancelled: 3 deliveries will not be sent." in cancelled.output
+    twice = runner.invoke(app, ["cancel", str(issue.id)])
+    assert twice.exit_code == 1 and "cannot be cancelled" in twice.output
+    assert "No issue 999." in runner.invoke(app, ["cancel", "999"]).output
+
+
+def test_send_wait_without_a_worker_hints_and_gives_up_at_the_timeout(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber], smtp_server: SMTPTestServer, redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.cli import send_cmds
+
+    monkeypatch.setattr(send_cmds, "NO_WORKER_HINT_SECONDS", 0.5)
+    make_subscriber()
+    issue = make_issue(items=["A story"], status=IssueStatus.approved)
+
+    result = runner.invoke(app, ["send", str(issue.id), "--wait", "--timeout", "2"])
+
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "no worker seems to be running" in output and "newsletter worker" in output
+    assert f"issue {issue.id} is still sending after 2s: pending 1" in output
+    assert smtp_server.messages == []
+
+
+def test_send_says_where_the_mail_catcher_put_the_mail(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber], no_redis: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "smtp_host", "")
+    monkeypatch.delenv("SMTP_HOST", raising=False)
+    monkeypatch.setattr(settings, "redis_url", "")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    make_subscriber()
+    issue = make_issue(items=["A story"], status=IssueStatus.approved)
+
+    result = runner.invoke(app, ["send", str(issue.id)])
+
+    assert result.exit_code == 0, result.output
+    assert "REDIS_URL is not set; starting a private Redis" in result.output
+    mail_dir = settings.mail_dir.resolve()
+    assert f".eml files in {mail_dir}\n" in result.output  # never wrapped: copy and paste it
+    assert len(list(mail_dir.glob("*.eml"))) == 1

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import signal
 import smtplib
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 import redis
 
 from newsletter import services
 from newsletter.mailcatcher import mail_catcher
-from newsletter.settings import settings
+from newsletter.settings import REPO_ROOT, settings
+from tests.fixtures.services import wait_until
 
 
 def test_redis_service_starts_a_private_server_when_none_answers(
@@ -64,3 +71,115 @@ def test_worker_process_is_gone_after_the_block(
     with services.worker_process(concurrency=1, log_path=tmp_path / "w.log") as proc:
         assert proc.poll() is None
     assert proc.poll() is not None
+
+
+# --- the CLI's embedded stack: SIGTERM cleans up, `newsletter web` is a whole site ----------
+
+
+def _cli(args: list[str], tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python -m newsletter ARGS` with REDIS_URL and SMTP_HOST unset, output to a file."""
+    full = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SMTP_HOST")}
+    full.update(env)
+    out = tmp_path / f"{args[0]}.out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "newsletter", *args], cwd=REPO_ROOT,
+                                env=full, stdout=sink, stderr=subprocess.STDOUT)
+    return proc, out
+
+
+def _children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _terminate_and_check_nothing_is_left(proc: subprocess.Popen[bytes], out: Path) -> None:
+    children = _children(proc)
+    names = " ".join(" ".join(c.cmdline()) for c in children)
+    assert "celery" in names and "redis-server" in names, names
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    finally:
+        left = [c for c in children if _alive(c)]
+        for c in left:  # never leave them behind, even when the assertion fails
+            c.kill()
+    assert left == [], out.read_text(errors="replace")[-2000:]
+    assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_sigterm_to_newsletter_worker_stops_its_worker_and_private_redis(
+    app_settings: object, tmp_path: Path,
+) -> None:
+    proc, out = _cli(["worker", "-c", "1"], tmp_path)
+    try:
+        wait_until(lambda: b" ready." in out.read_bytes() or proc.poll() is not None,
+                   timeout=60, message=lambda: out.read_text(errors="replace"))
+        assert proc.poll() is None, out.read_text(errors="replace")
+        assert "REDIS_URL is not set; starting a private Redis" in out.read_text()
+        _terminate_and_check_nothing_is_left(proc, out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_newsletter_web_alone_sends_the_confirmation_email_to_the_mail_catcher(
+    app_settings: object, tmp_path: Path,
+) -> None:
+    port = services.free_port()
+    proc, out = _cli(["web", "--port", str(port)], tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    mail_dir = tmp_path / "var" / "mail"
+
+    def serving() -> bool:
+        assert proc.poll() is None, out.read_text(errors="replace")
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(serving, timeout=60, message="the web server")
+        text = out.read_text()
+        assert "REDIS_URL is not set; starting a private Redis" in text
+        assert f".eml files in {mail_dir.resolve()}." in text
+
+        answer = httpx.post(f"{base}/api/subscribers", json={"email": "ana@example.org"})
+        assert answer.status_code == 202, answer.text
+
+        files = wait_until(lambda: list(mail_dir.glob("*.eml")), timeout=30,
+                           message=lambda: out.read_text(errors="replace"))
+        assert b"ana@example.org" in files[0].read_bytes()
+        _terminate_and_check_nothing_is_left(proc, out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_exit_on_signals_turns_sigterm_into_system_exit_and_restores_the_handler() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exited, services.exit_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs at once; this is never reached
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_stand_alone_worker_without_redis_url_refuses_to_start(
+    app_settings: object, tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env["SMTP_HOST"] = "127.0.0.1"
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-P", "solo"],
+        cwd=REPO_ROOT, env=env, capture_output=True, timeout=60)
+    assert result.returncode == 78
+    assert b"REDIS_URL is not set" in result.stdout + result.stderr

@@ -177,7 +177,7 @@ def send(
             console.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
     if mail_dir is not None:
         console.print(f"SMTP_HOST is not set: the messages went to the local mail catcher, "
-                      f"as .eml files in {mail_dir.resolve()}", highlight=False)
+                      f"as .eml files in {mail_dir.resolve()}", highlight=False, soft_wrap=True)
 
 
 def approve(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:

@@ -97,7 +97,8 @@ def _local_services() -> Iterator[None]:
           worker_process(concurrency=2, beat=True)):
         where = (f"the local mail catcher: .eml files in {settings.mail_dir.resolve()}"
                  if catcher else f"the SMTP relay {smtp_host}:{smtp_port}")
-        console.print(f"Worker ready on {url}; mail goes to {where}.", highlight=False)
+        console.print(f"Worker ready on {url}; mail goes to {where}.", highlight=False,
+                      soft_wrap=True)
         yield
 
 
