@@ -22,7 +22,7 @@ from newsletter import db
 from newsletter.composer import Composition, compose, load_issue
 from newsletter.models import Delivery, Issue, IssueStatus, Subscriber, utcnow
 from newsletter.settings import REPO_ROOT, settings
-from newsletter.subscribers import add_subscriber, followed_topics
+from newsletter.subscribers import add_subscriber, topics_by_subscriber
 
 SEEDS_DIR = REPO_ROOT / "seeds"
 MARKER = ".roundup-demo"
@@ -153,9 +153,10 @@ def _report(*, issue_id: int, counts: dict[str, int], mail_dir: Path,
         statuses = dict(session.exec(
             select(Delivery.subscriber_id, Delivery.status).where(Delivery.issue_id == issue_id)
         ).all())
+        topics = topics_by_subscriber(session=session)
         for sub in session.exec(select(Subscriber).order_by(col(Subscriber.id))).all():
             assert sub.id is not None
-            followed = followed_topics(session=session, subscriber_id=sub.id)
+            followed = topics.get(sub.id, [])
             comp = compose(content, followed=followed, only_my_topics=sub.only_my_topics,
                            max_items=settings.digest_max_items)
             status = statuses.get(sub.id, f"not planned ({sub.status})")

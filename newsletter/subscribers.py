@@ -130,6 +130,21 @@ def followed_topics(*, session: Session, subscriber_id: int) -> list[str]:
     ).all())
 
 
+def topics_by_subscriber(
+    *, session: Session, subscriber_ids: Sequence[int] | None = None
+) -> dict[int, list[str]]:
+    """subscriber id -> followed topic slugs (sorted), in one query: for everyone, or for
+    the given ids. The bulk form of `followed_topics`, for sends, previews and listings."""
+    query = select(SubscriberTopic.subscriber_id, Topic.slug).join(
+        Topic, col(Topic.id) == col(SubscriberTopic.topic_id)).order_by(col(Topic.slug))
+    if subscriber_ids is not None:
+        query = query.where(col(SubscriberTopic.subscriber_id).in_(subscriber_ids))
+    topics: dict[int, list[str]] = {}
+    for sid, slug in session.exec(query).all():
+        topics.setdefault(sid, []).append(slug)
+    return topics
+
+
 def _replace_topics(*, session: Session, subscriber_id: int, slugs: Sequence[str]) -> None:
     session.exec(delete(SubscriberTopic).where(  # type: ignore[call-overload]
         col(SubscriberTopic.subscriber_id) == subscriber_id))

@@ -11,13 +11,14 @@ from rich.table import Table
 from sqlmodel import col, select
 
 from newsletter.cli.common import cli_session, console, err_console, fail, print_json
-from newsletter.models import Subscriber, SubscriberTopic, Topic
+from newsletter.models import Subscriber
 from newsletter.subscribers import (
     SubscriberError,
     add_subscriber,
     confirm,
     get_by_email,
     import_csv,
+    topics_by_subscriber,
 )
 
 subscribers = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
@@ -125,15 +126,10 @@ def list_(
         if status:
             query = query.where(Subscriber.status == status)
         subs = session.exec(query).all()
-        topics: dict[int, list[str]] = {}
-        for sid, slug in session.exec(
-            select(SubscriberTopic.subscriber_id, Topic.slug)
-            .join(Topic, col(Topic.id) == col(SubscriberTopic.topic_id))
-        ).all():
-            topics.setdefault(sid, []).append(slug)
+        topics = topics_by_subscriber(session=session)
         rows: list[dict[str, Any]] = [
             {"id": s.id, "email": s.email, "name": s.name, "status": s.status,
-             "topics": sorted(topics.get(s.id or 0, [])), "only_my_topics": s.only_my_topics,
+             "topics": topics.get(s.id or 0, []), "only_my_topics": s.only_my_topics,
              "timezone": s.timezone, "source": s.source, "created_at": s.created_at}
             for s in subs
         ]

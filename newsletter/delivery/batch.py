@@ -33,10 +33,11 @@ from newsletter.delivery.ledger import (
     load_claimed,
     next_due,
 )
-from newsletter.delivery.planning import CompositionCache, followed_topics
+from newsletter.delivery.planning import CompositionCache
 from newsletter.delivery.smtp import classify, deliver, describe, relay_name, smtp_connect
 from newsletter.models import DeliveryStatus, IssueStatus, utcnow
 from newsletter.settings import settings
+from newsletter.subscribers import topics_by_subscriber
 
 if TYPE_CHECKING:
     from newsletter.message import MessageFactory
@@ -150,7 +151,8 @@ def _run_claimed(session: Session, ledger: BatchLedger, version: str,
     _suppress(ledger, [c.id for c in claimed if not c.eligible], outcome)
     live = [c for c in claimed if c.eligible]
     snapshot = _issue_snapshot(session, ledger.issue_id, version)
-    topics = followed_topics(session, [c.subscriber_id for c in live])
+    topics = topics_by_subscriber(session=session,
+                                  subscriber_ids=[c.subscriber_id for c in live])
     work: list[tuple[ClaimedRow, Composition]] = []
     skipped: list[int] = []
     for c in live:

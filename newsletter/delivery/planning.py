@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import exists, func, insert, select, update
@@ -24,29 +24,13 @@ from newsletter.models import (
     Issue,
     IssueStatus,
     SubscriberStatus,
-    SubscriberTopic,
     Suppression,
-    Topic,
     utcnow,
 )
 from newsletter.settings import settings
+from newsletter.subscribers import topics_by_subscriber
 
 PLANNABLE = (IssueStatus.approved, IssueStatus.scheduled)
-
-
-def followed_topics(
-    session: Session, subscriber_ids: Sequence[int] | None
-) -> dict[int, list[str]]:
-    """subscriber id -> followed topic slugs, in one query (all, or the given ids)."""
-    q = select(col(SubscriberTopic.subscriber_id), col(Topic.slug)).join(
-        Topic, col(Topic.id) == col(SubscriberTopic.topic_id)
-    )
-    if subscriber_ids is not None:
-        q = q.where(col(SubscriberTopic.subscriber_id).in_(subscriber_ids))
-    topics: dict[int, list[str]] = {}
-    for sid, slug in session.execute(q):
-        topics.setdefault(sid, []).append(slug)
-    return topics
 
 
 class CompositionCache:
@@ -112,7 +96,7 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
         return 0
     # Many subscribers: one scan of the whole table beats a huge IN list.
     wanted = None if len(subscribers) > 500 else [s.id for s in subscribers]
-    topics = followed_topics(session, wanted)
+    topics = topics_by_subscriber(session=session, subscriber_ids=wanted)
     compositions = CompositionCache(load_issue(session=session, issue_id=issue_id))
 
     pending: list[tuple[str, int]] = []
