@@ -101,6 +101,9 @@ class Issue(IssueBase, table=True):
     scheduled_for: datetime | None = None  # UTC
     send_started_at: datetime | None = None
     sent_at: datetime | None = None
+    # Why the issue is paused or stopped, in words a person can act on (a relay's own
+    # reply, a bounce rate); empty when nothing is wrong.
+    status_reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class IssuePublic(IssueBase):
@@ -194,6 +197,7 @@ class Event(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int | None = Field(default=None, index=True)
+    issue_id: int | None = Field(default=None, index=True)  # the issue it concerns, if any
     kind: str = Field(max_length=32, index=True)
     at: datetime = Field(default_factory=utcnow, index=True)
     source: str = Field(default="", max_length=32)

@@ -105,9 +105,9 @@ def validate_topics(*, session: Session, slugs: Iterable[str]) -> list[str]:
 
 def log_event(
     *, session: Session, subscriber_id: int | None, kind: str, source: str,
-    data: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None, issue_id: int | None = None,
 ) -> Event:
-    event = Event(subscriber_id=subscriber_id, kind=kind, source=source[:32],
+    event = Event(subscriber_id=subscriber_id, issue_id=issue_id, kind=kind, source=source[:32],
                   data=json.dumps(data or {}, sort_keys=True))
     session.add(event)
     return event
