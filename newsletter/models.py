@@ -175,6 +175,7 @@ class Subscriber(SubscriberBase, table=True):
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
     confirmation_sent_at: datetime | None = None  # for the sign-up cooldown
+    track_clicks: bool = True  # "Don't record my clicks" in the preference centre
 
 
 class SubscriberPublic(SubscriberBase):
@@ -245,3 +246,19 @@ class DeliveryPublic(SQLModel):
 
     issue_id: int
     counts: dict[str, int]
+
+
+# --- Engagement (issue 9) ------------------------------------------------------------
+
+
+class Click(SQLModel, table=True):
+    """A reader opened a story from an email: recorded once per (subscriber, issue, item)."""
+
+    __table_args__ = (UniqueConstraint("subscriber_id", "issue_id", "item_id",
+                                       name="uq_click_subscriber_issue_item"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(index=True)  # no FK: clicks outlive an erased subscriber
+    issue_id: int = Field(index=True)
+    item_id: int
+    at: datetime = Field(default_factory=utcnow, index=True)

@@ -1,0 +1,1 @@
+"""What readers do with the email: clicks, and the interests learned from them."""
