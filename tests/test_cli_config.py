@@ -7,22 +7,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import stat
+
 import pytest
+
+from newsletter.settings import DEFAULT_SECRET
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _base_env(tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "ENVIRONMENT",
+                         "SMTP_PORT", "BASE_URL"}}
+    return {**base, "DATA_DIR": str(tmp_path / "var")}
+
+
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY",
-                                                               "ENVIRONMENT", "SMTP_PORT"}}
     return subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=tmp_path,
-                          env={**base, "DATA_DIR": str(tmp_path / "var"), **env},
+                          env={**_base_env(tmp_path), **env},
                           capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(("env", "says"), [
     ({"SMTP_PORT": "abc"}, "SMTP_PORT"),
-    ({"ENVIRONMENT": "production"}, "SECRET_KEY"),
     ({"ENVIRONMENT": "prod"}, "ENVIRONMENT"),
 ])
 def test_bad_settings_are_named_without_a_traceback(tmp_path, env, says):
@@ -40,3 +48,66 @@ def test_init_never_prints_the_database_password(tmp_path):
     assert "s3cretpw" not in result.stdout + result.stderr
     assert "cannot use the database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the secret key (issue 11) ------------------------------------------------------------
+
+GOOD_KEY = "cli-test-key-Vb7Nm2Qx9Lp4Ws6Er1Ty8Ui3Op5As0Df"
+
+
+def test_local_commands_create_a_private_key_file_and_reuse_it(tmp_path):
+    key_file = tmp_path / "var" / "secret_key"
+    assert run_cli(tmp_path, "init").returncode == 0
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert len(key) >= 32 and key != DEFAULT_SECRET
+    assert run_cli(tmp_path, "init").returncode == 0
+    assert key_file.read_text().strip() == key
+
+
+def test_the_local_key_signs_what_the_next_command_reads(tmp_path):
+    """Links made by one process verify in the next: the key is reused, not remade."""
+    made = subprocess.run(
+        [sys.executable, "-c", "from newsletter import tokens; print(tokens.manage_url(1))"],
+        cwd=tmp_path, env={**_base_env(tmp_path)}, capture_output=True, text=True, timeout=60)
+    token = made.stdout.strip().rsplit("/", 1)[1]
+    read = subprocess.run(
+        [sys.executable, "-c", f"from newsletter import tokens; print(tokens.read_token("
+                               f"'manage', {token!r}))"],
+        cwd=tmp_path, env=_base_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert read.stdout.strip() == "1", read.stderr
+
+
+def test_a_key_file_others_can_read_is_made_private(tmp_path):
+    key_file = tmp_path / "var" / "secret_key"
+    key_file.parent.mkdir()
+    key_file.write_text(GOOD_KEY + "\n")
+    key_file.chmod(0o644)
+    assert run_cli(tmp_path, "init").returncode == 0
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip() == GOOD_KEY
+
+
+def test_help_needs_no_key(tmp_path):
+    assert run_cli(tmp_path, "send", "--help").returncode == 0
+    assert not (tmp_path / "var" / "secret_key").exists()
+
+
+def test_production_commands_never_make_up_a_key(tmp_path):
+    result = run_cli(tmp_path, "init", ENVIRONMENT="production")
+    assert result.returncode == 78
+    assert "SECRET_KEY is not set" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "secret_key").exists()
+
+
+@pytest.mark.parametrize("key", [DEFAULT_SECRET, "hunter2", "change-me-" + "x" * 40, "a" * 64])
+def test_a_guessable_secret_key_is_refused_everywhere(tmp_path, key):
+    result = run_cli(tmp_path, "init", SECRET_KEY=key, ENVIRONMENT="development")
+    assert result.returncode == 78
+    assert "SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_guessable_fallback_key_is_refused(tmp_path):
+    result = run_cli(tmp_path, "init", SECRET_KEY=GOOD_KEY, SECRET_KEY_FALLBACKS=DEFAULT_SECRET)
+    assert result.returncode == 78
+    assert "SECRET_KEY_FALLBACKS" in result.stderr
