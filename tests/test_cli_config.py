@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
-
-import stat
 
 import pytest
 

@@ -35,6 +35,9 @@ class Problem:
         return asdict(self)
 
 
+NO_RELAY = Problem("SMTP_HOST", "is not set: production mail needs a relay")
+
+
 def example_domain(domain: str) -> bool:
     """True for documentation domains (roundup.example, example.org, *.test, ...)."""
     domain = domain.strip().strip(".").lower()
@@ -138,6 +141,8 @@ def dkim_problems() -> list[Problem]:
     if example_domain(domain):
         problems.append(Problem("DKIM_DOMAIN", f"{domain} is an example domain"))
     sender = _domain_of(settings.mail_from_address).lower()
+    if example_domain(sender):
+        return problems  # the sender is reported already; alignment follows its fix
     if not (sender == domain.lower() or sender.endswith("." + domain.lower())
             or domain.lower().endswith("." + sender)):
         problems.append(Problem("DKIM_DOMAIN", f"{domain} is not the sender's domain "
@@ -160,7 +165,7 @@ def relay_problems(timeout: float = RELAY_TIMEOUT) -> list[Problem]:
     """Connect to the relay and say EHLO (STARTTLS and login too when configured)."""
     host, port = settings.smtp_host, settings.smtp_port
     if not host:
-        return [Problem("SMTP_HOST", "is not set: production mail needs a relay")]
+        return [NO_RELAY]
     where = f"{host}:{port}"
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as smtp:
@@ -190,6 +195,8 @@ def find_problems(*, relay: bool = True) -> list[Problem]:
                 *postal_address_problems(), *dkim_problems()]
     if relay:
         problems += relay_problems()
+    elif not settings.smtp_host:
+        problems.append(NO_RELAY)
     return problems
 
 
