@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,48 @@ def test_a_guessable_fallback_key_is_refused(tmp_path):
     result = run_cli(tmp_path, "init", SECRET_KEY=GOOD_KEY, SECRET_KEY_FALLBACKS=DEFAULT_SECRET)
     assert result.returncode == 78
     assert "SECRET_KEY_FALLBACKS" in result.stderr
+
+
+# --- newsletter web --port (issue 11) -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_web_on_another_port_links_to_that_port(tmp_path, database_url, redis_url):
+    import httpx
+
+    from newsletter.services import free_port
+
+    port = free_port()
+    env = {**_base_env(tmp_path), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+           "SECRET_KEY": GOOD_KEY}
+    log = tmp_path / "web.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "newsletter", "web", "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/subscribe/embed", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert f"http://localhost:{port}/subscribe/embed/form" in page.text
+        assert "localhost:8000" not in page.text
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_an_explicit_base_url_is_kept(monkeypatch):
+    from newsletter.cli.web_cmds import _match_base_url
+    from newsletter.settings import Settings
+
+    monkeypatch.setenv("BASE_URL", "https://news.acme-widgets.com")
+    configured = Settings()
+    monkeypatch.setattr("newsletter.settings.settings", configured)
+    _match_base_url("0.0.0.0", 9000)
+    assert configured.base_url == "https://news.acme-widgets.com"
