@@ -55,21 +55,56 @@ def test_init_never_prints_the_database_password(tmp_path):
 GOOD_KEY = "cli-test-key-Vb7Nm2Qx9Lp4Ws6Er1Ty8Ui3Op5As0Df"
 
 
-def test_local_commands_create_a_private_key_file_and_reuse_it(tmp_path):
+@pytest.fixture
+def no_key(tmp_path, monkeypatch):
+    """This process as a fresh local command sees it: no SECRET_KEY, DATA_DIR in tmp_path.
+    (The CLI exports the key it settles on; monkeypatch puts the environment back.)"""
+    from newsletter.settings import settings
+
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setattr(settings, "secret_key", "")
+    monkeypatch.setattr(settings, "secret_key_fallbacks", "")
+    monkeypatch.setattr(settings, "environment", "development")
+    monkeypatch.setattr(settings, "data_dir", tmp_path / "var")
+    monkeypatch.setattr(settings, "database_url", f"sqlite:///{tmp_path}/n.db")
+    return settings
+
+
+def invoke(*args: str) -> int:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    return CliRunner().invoke(app, list(args)).exit_code
+
+
+def test_local_commands_create_a_private_key_file_and_reuse_it(tmp_path, no_key):
     key_file = tmp_path / "var" / "secret_key"
-    assert run_cli(tmp_path, "init").returncode == 0
+    assert invoke("init") == 0
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = key_file.read_text().strip()
     assert len(key) >= 32 and key != DEFAULT_SECRET
-    assert run_cli(tmp_path, "init").returncode == 0
-    assert key_file.read_text().strip() == key
+    assert no_key.secret_key == os.environ["SECRET_KEY"] == key  # what children inherit
+    no_key.secret_key = ""  # the next command, as a new process would start
+    assert invoke("init") == 0
+    assert key_file.read_text().strip() == key == no_key.secret_key
 
 
-def test_the_local_key_signs_what_the_next_command_reads(tmp_path):
+def test_a_key_file_others_can_read_is_made_private(tmp_path, no_key):
+    key_file = tmp_path / "var" / "secret_key"
+    key_file.parent.mkdir()
+    key_file.write_text(GOOD_KEY + "\n")
+    key_file.chmod(0o644)
+    assert invoke("init") == 0
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert no_key.secret_key == GOOD_KEY
+
+
+def test_the_local_key_signs_what_the_next_process_reads(tmp_path):
     """Links made by one process verify in the next: the key is reused, not remade."""
     made = subprocess.run(
         [sys.executable, "-c", "from newsletter import tokens; print(tokens.manage_url(1))"],
-        cwd=tmp_path, env={**_base_env(tmp_path)}, capture_output=True, text=True, timeout=60)
+        cwd=tmp_path, env=_base_env(tmp_path), capture_output=True, text=True, timeout=60)
     token = made.stdout.strip().rsplit("/", 1)[1]
     read = subprocess.run(
         [sys.executable, "-c", f"from newsletter import tokens; print(tokens.read_token("
@@ -78,18 +113,8 @@ def test_the_local_key_signs_what_the_next_command_reads(tmp_path):
     assert read.stdout.strip() == "1", read.stderr
 
 
-def test_a_key_file_others_can_read_is_made_private(tmp_path):
-    key_file = tmp_path / "var" / "secret_key"
-    key_file.parent.mkdir()
-    key_file.write_text(GOOD_KEY + "\n")
-    key_file.chmod(0o644)
-    assert run_cli(tmp_path, "init").returncode == 0
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert key_file.read_text().strip() == GOOD_KEY
-
-
-def test_help_needs_no_key(tmp_path):
-    assert run_cli(tmp_path, "send", "--help").returncode == 0
+def test_help_needs_no_key(tmp_path, no_key):
+    assert invoke("send", "--help") == 0
     assert not (tmp_path / "var" / "secret_key").exists()
 
 
@@ -100,17 +125,30 @@ def test_production_commands_never_make_up_a_key(tmp_path):
     assert not (tmp_path / "var" / "secret_key").exists()
 
 
-@pytest.mark.parametrize("key", [DEFAULT_SECRET, "hunter2", "change-me-" + "x" * 40, "a" * 64])
-def test_a_guessable_secret_key_is_refused_everywhere(tmp_path, key):
-    result = run_cli(tmp_path, "init", SECRET_KEY=key, ENVIRONMENT="development")
+def test_the_old_published_key_is_refused_in_development(tmp_path):
+    result = run_cli(tmp_path, "init", SECRET_KEY=DEFAULT_SECRET, ENVIRONMENT="development")
     assert result.returncode == 78
     assert "SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_guessable_fallback_key_is_refused(tmp_path):
-    result = run_cli(tmp_path, "init", SECRET_KEY=GOOD_KEY, SECRET_KEY_FALLBACKS=DEFAULT_SECRET)
-    assert result.returncode == 78
-    assert "SECRET_KEY_FALLBACKS" in result.stderr
+@pytest.mark.parametrize("key", [DEFAULT_SECRET, "hunter2", "change-me-" + "x" * 40, "a" * 64,
+                                 "your-secret-key-goes-here-0123456789abcdef"])
+def test_a_guessable_secret_key_is_refused(tmp_path, no_key, key):
+    no_key.secret_key = key
+    assert invoke("init") == 78
+    assert not (tmp_path / "n.db").exists()  # refused before doing anything
+
+
+def test_a_guessable_fallback_key_is_refused(no_key):
+    no_key.secret_key = GOOD_KEY
+    no_key.secret_key_fallbacks = f"{GOOD_KEY[::-1]},{DEFAULT_SECRET}"
+    assert invoke("init") == 78
+
+
+def test_a_random_key_is_accepted():
+    from newsletter.preflight.secret import weakness
+
+    assert weakness(GOOD_KEY) is None
 
 
 # --- newsletter web --port (issue 11) -----------------------------------------------------
