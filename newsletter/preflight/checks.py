@@ -201,4 +201,6 @@ def find_problems(*, relay: bool = True) -> list[Problem]:
 
 
 def report_text(problems: list[Problem]) -> str:
-    return "\n".join(f"  {p.setting}: {p.message}" for p in problems)
+    """One line per problem, each a sentence ("SMTP_HOST is not set: ...")."""
+    return "\n".join(f"  {p.setting}{' ' if p.message.startswith('is ') else ': '}{p.message}"
+                     for p in problems)

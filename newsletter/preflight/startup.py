@@ -43,8 +43,8 @@ def production_gate(process: str) -> None:
 
     problems = find_problems()
     if problems:
-        refuse(f"{process} will not start in production until these are fixed "
-               f"(`newsletter check` shows them again):\n{report_text(problems)}")
+        refuse(f"{process} refuses to run in production until these are fixed "
+               f"(`newsletter check` lists them again):\n{report_text(problems)}")
 
 
 def _refuse_half_dkim(process: str) -> None:
