@@ -200,3 +200,13 @@ def test_production_processes_refuse_to_start_with_example_settings(tmp_path, na
     for setting in ("BASE_URL", "MAIL_FROM_ADDRESS", "POSTAL_ADDRESS", "SMTP_HOST"):
         assert setting in output
     assert "Traceback" not in output
+
+
+def test_a_worker_with_a_dkim_key_but_no_domain_does_not_start(tmp_path, _dkim_pem):
+    """In every environment: mail is signed, or the worker does not run."""
+    env = procfile_env(tmp_path, ENVIRONMENT="development", SECRET_KEY=TEST_SECRET,
+                       DKIM_PRIVATE_KEY_PATH=str(_dkim_pem))
+    result = run_process("worker", env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 78, output[-3000:]
+    assert "DKIM_DOMAIN is not set" in output and "Traceback" not in output

@@ -116,8 +116,10 @@ def secret_problems() -> list[Problem]:
     return problems
 
 
-def dkim_pair_problems() -> list[Problem]:
-    """A DKIM key without a domain, or a domain without a key."""
+def dkim_signing_problems() -> list[Problem]:
+    """What would stop mail from being signed: a DKIM key without a domain, a domain
+    without a key, or a key that cannot be loaded. Workers refuse to start with any
+    of these in every environment (mail is signed or not sent)."""
     key_path, domain = settings.dkim_private_key_path, settings.dkim_domain.strip()
     if key_path and not domain:
         return [Problem("DKIM_DOMAIN", "is not set but DKIM_PRIVATE_KEY_PATH is: mail "
@@ -125,19 +127,22 @@ def dkim_pair_problems() -> list[Problem]:
     if domain and not key_path:
         return [Problem("DKIM_PRIVATE_KEY_PATH", f"is not set but DKIM_DOMAIN is ({domain}): "
                                                  "set the private key's path")]
+    if not key_path:
+        return []
+    try:
+        load_private_key(Path(key_path))
+    except (OSError, ValueError, TypeError) as exc:
+        return [Problem("DKIM_PRIVATE_KEY_PATH", f"cannot use the key at {key_path}: {exc}")]
     return []
 
 
 def dkim_problems() -> list[Problem]:
-    key_path, domain = settings.dkim_private_key_path, settings.dkim_domain.strip()
-    if not key_path or not domain:
-        return dkim_pair_problems()
-    problems = []
-    try:
-        load_private_key(Path(key_path))
-    except (OSError, ValueError, TypeError) as exc:
-        problems.append(Problem("DKIM_PRIVATE_KEY_PATH",
-                                f"cannot use the key at {key_path}: {exc}"))
+    """dkim_signing_problems, then what production also needs: a real domain aligned
+    with the sender's (DMARC)."""
+    problems = dkim_signing_problems()
+    domain = settings.dkim_domain.strip()
+    if not (settings.dkim_private_key_path and domain):
+        return problems
     if example_domain(domain):
         problems.append(Problem("DKIM_DOMAIN", f"{domain} is an example domain"))
     sender = _domain_of(settings.mail_from_address).lower()

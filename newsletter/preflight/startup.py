@@ -47,16 +47,17 @@ def production_gate(process: str) -> None:
                f"(`newsletter check` lists them again):\n{report_text(problems)}")
 
 
-def _refuse_half_dkim(process: str) -> None:
-    """A worker with a DKIM key but no domain (or the reverse) would fail or send
-    unsigned mail; in every environment it does not start."""
+def _refuse_unsigned_mail(process: str) -> None:
+    """A worker whose DKIM settings cannot sign (a key without a domain, the reverse,
+    an unreadable key) would fail every message or send it unsigned: in every
+    environment it does not start."""
     if process != "worker":
         return
-    from newsletter.preflight.checks import dkim_pair_problems
+    from newsletter.preflight.checks import dkim_signing_problems, report_text
 
-    half = dkim_pair_problems()
-    if half:
-        refuse(f"{process}: {half[0].setting} {half[0].message}")
+    problems = dkim_signing_problems()
+    if problems:
+        refuse(f"{process}: mail could not be signed:\n{report_text(problems)}")
 
 
 def procfile_start(process: str) -> None:
@@ -67,7 +68,7 @@ def procfile_start(process: str) -> None:
     if not settings.secret_key:
         refuse(missing_sentence(process))
     _refuse_weak_keys(process)
-    _refuse_half_dkim(process)
+    _refuse_unsigned_mail(process)
     production_gate(process)
 
 
