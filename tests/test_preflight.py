@@ -191,7 +191,7 @@ def test_dns_zone_lines_split_long_values():
 # --- production processes refuse example settings -------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["web", "worker"])
+@pytest.mark.parametrize("name", ["release", "web", "worker"])
 def test_production_processes_refuse_to_start_with_example_settings(tmp_path, name):
     env = procfile_env(tmp_path, ENVIRONMENT="production", SECRET_KEY=TEST_SECRET)
     result = run_process(name, env, tmp_path)

@@ -91,17 +91,18 @@ def dns(
 def release() -> None:
     """The Procfile's release step: migrate, then the production report.
 
-    Needs SECRET_KEY (exit 78 without it). In production, problems fail the release;
-    elsewhere they are printed as warnings.
+    Needs SECRET_KEY (exit 78 without it). In production, problems fail the release
+    (exit 78); elsewhere they are printed as warnings.
     """
     from newsletter.preflight.checks import find_problems, report_text
-    from newsletter.preflight.startup import production_gate
+    from newsletter.preflight.startup import refuse_with_report
 
     ensure_database()
     console.print(f"Database ready: [bold]{safe_url(settings.effective_database_url)}[/]",
                   highlight=False)
-    production_gate("release")
     problems = find_problems()
+    if problems and settings.environment == "production":
+        refuse_with_report("release", report_text(problems))
     if problems:
         console.print("[yellow]Not fit for production yet:[/]\n" + report_text(problems),
                       highlight=False, soft_wrap=True)
