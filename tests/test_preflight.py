@@ -210,3 +210,23 @@ def test_a_worker_with_a_dkim_key_but_no_domain_does_not_start(tmp_path, _dkim_p
     output = result.stdout + result.stderr
     assert result.returncode == 78, output[-3000:]
     assert "DKIM_DOMAIN is not set" in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_the_procfile_web_starts_in_production_with_good_settings(tmp_path, smtp_server,
+                                                                   database_url, redis_url):
+    import httpx
+
+    from tests.test_procfile import _serve, _stop
+
+    good = {name.upper(): str(value) for name, value in GOOD.items()
+            if name not in ("dkim_domain", "dkim_selector")}
+    env = procfile_env(tmp_path, ENVIRONMENT="production", DATABASE_URL=database_url,
+                       REDIS_URL=redis_url, SMTP_HOST="127.0.0.1",
+                       SMTP_PORT=str(smtp_server.port), **good)
+    proc, url = _serve(env, tmp_path, tmp_path / "web.log")
+    try:
+        assert url, (tmp_path / "web.log").read_text()
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    finally:
+        _stop(proc)
