@@ -89,3 +89,25 @@ def test_a_cookie_forged_with_the_old_published_key_is_refused(anon_client, edit
     response = anon_client.get("/editor", follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"].startswith("/editor/login")
+
+
+# --- the local key file --------------------------------------------------------------------
+
+
+def test_commands_starting_together_agree_on_one_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from newsletter.preflight.secret import local_key
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: local_key(tmp_path / "var"), range(16)))
+    assert len(keys) == 1
+    assert [p.name for p in (tmp_path / "var").iterdir()] == ["secret_key"]  # no temp left
+
+
+def test_a_damaged_key_file_is_refused_not_used(tmp_path):
+    from newsletter.preflight.secret import SecretKeyError, local_key
+
+    (tmp_path / "secret_key").write_text("abc\n")
+    with pytest.raises(SecretKeyError, match="delete the file"):
+        local_key(tmp_path)
