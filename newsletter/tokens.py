@@ -49,20 +49,32 @@ def secret_keys() -> tuple[str, ...]:
     return tuple(signing_keys())
 
 
+def _serializer(secret: str | tuple[str, ...], purpose: str) -> URLSafeTimedSerializer:
+    """A serializer for `purpose`. SECRET_KEY itself (or no key) stands for the whole key
+    list, so every reader also verifies with SECRET_KEY_FALLBACKS and nothing ever
+    signs with an empty key."""
+    if isinstance(secret, str) and (not secret or secret == settings.secret_key):
+        secret = secret_keys()
+    return _cached_serializer((secret,) if isinstance(secret, str) else secret, purpose)
+
+
 @lru_cache(maxsize=64)
-def _serializer(secrets: str | tuple[str, ...], purpose: str) -> URLSafeTimedSerializer:
+def _cached_serializer(keys: tuple[str, ...], purpose: str) -> URLSafeTimedSerializer:
     # Building a serializer derives keys; tokens are made once per recipient per
     # send, so reuse one per (keys, purpose). The keys are part of the cache key so a
     # changed SECRET_KEY (tests, rotation) never reuses a stale serializer.
-    keys = [secrets] if isinstance(secrets, str) else list(secrets)
-    return URLSafeTimedSerializer(keys, salt=f"roundup.{purpose}")
+    return URLSafeTimedSerializer(list(keys), salt=f"roundup.{purpose}")
+
+
+def _signing_key(secret: str, purpose: str) -> tuple[bytes, Callable[..., Any]]:
+    """The HMAC key and digest itsdangerous derives for a purpose (it re-derives
+    them on every signature); from the key that signs, never from an empty one."""
+    return _cached_signing_key(secret or ensure_secret_key(), purpose)
 
 
 @lru_cache(maxsize=64)
-def _signing_key(secret: str, purpose: str) -> tuple[bytes, Callable[..., Any]]:
-    """The HMAC key and digest itsdangerous derives for a purpose (it re-derives
-    them on every signature)."""
-    signer = _serializer(secret, purpose).make_signer()
+def _cached_signing_key(secret: str, purpose: str) -> tuple[bytes, Callable[..., Any]]:
+    signer = _cached_serializer((secret,), purpose).make_signer()
     return signer.derive_key(), signer.algorithm.digest_method  # type: ignore[attr-defined]
 
 

@@ -179,3 +179,26 @@ def test_a_forged_token_is_bad_not_expired() -> None:
     with pytest.raises(BadToken) as raised:
         read_token(tokens.MANAGE, token[:-3] + "AAA")
     assert not isinstance(raised.value, tokens.ExpiredToken)
+
+
+def test_a_reader_given_secret_key_also_verifies_with_the_fallbacks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signers written as `_serializer(settings.secret_key, purpose)` rotate too."""
+    monkeypatch.setattr(settings, "secret_key", OLD_KEY)
+    old = tokens._serializer(settings.secret_key, "click").dumps([1, 2, 3])
+    _rotate(monkeypatch, OLD_KEY)
+    assert tokens._serializer(settings.secret_key, "click").loads(old) == [1, 2, 3]
+
+
+def test_nothing_is_ever_signed_with_an_empty_key(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path) -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    monkeypatch.setattr(settings, "secret_key", "")
+    monkeypatch.setattr(settings, "data_dir", tmp_path)
+    token = make_token(tokens.MANAGE, 5)
+    key = (tmp_path / "secret_key").read_text().strip()
+    assert settings.secret_key == key
+    assert URLSafeTimedSerializer(key, salt="roundup.manage").loads(token) == 5
+    with pytest.raises(Exception):  # noqa: B017 - any refusal will do
+        URLSafeTimedSerializer("", salt="roundup.manage").loads(token)
