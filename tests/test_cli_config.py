@@ -61,7 +61,8 @@ def no_key(tmp_path, monkeypatch):
     (The CLI exports the key it settles on; monkeypatch puts the environment back.)"""
     from newsletter.settings import settings
 
-    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("SECRET_KEY", "")  # so that teardown removes what the CLI exports
+    monkeypatch.delenv("SECRET_KEY")
     monkeypatch.setattr(settings, "secret_key", "")
     monkeypatch.setattr(settings, "secret_key_fallbacks", "")
     monkeypatch.setattr(settings, "environment", "development")
@@ -194,3 +195,21 @@ def test_an_explicit_base_url_is_kept(monkeypatch):
     monkeypatch.setattr("newsletter.settings.settings", configured)
     _match_base_url("0.0.0.0", 9000)
     assert configured.base_url == "https://news.acme-widgets.com"
+
+
+def test_the_port_reaches_the_workers_that_send_the_emails(monkeypatch):
+    """`newsletter web` starts its worker with settings_env(): links in emails match too."""
+    from newsletter.cli.web_cmds import _match_base_url
+    from newsletter.services import settings_env
+    from newsletter.settings import Settings, settings
+
+    monkeypatch.setenv("BASE_URL", "")  # so that teardown removes what web exports
+    monkeypatch.delenv("BASE_URL")
+    fresh = Settings()
+    monkeypatch.setattr("newsletter.settings.settings", fresh)
+    monkeypatch.setattr(settings, "secret_key", GOOD_KEY)
+    _match_base_url("0.0.0.0", 9123)
+    assert fresh.base_url == os.environ["BASE_URL"] == "http://localhost:9123"
+    monkeypatch.setattr("newsletter.services.settings", fresh)
+    monkeypatch.setattr(fresh, "secret_key", GOOD_KEY)
+    assert settings_env()["BASE_URL"] == "http://localhost:9123"
