@@ -74,9 +74,9 @@ def _forged_cookie(editor_id: int) -> str:
 
 def _serve(env: dict[str, str], cwd: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the Procfile's web; (process, base URL) or (exited process, "")."""
-    out = open(log, "wb")  # noqa: SIM115 - closed when the process is stopped
-    proc = subprocess.Popen(["bash", "-c", "exec " + procfile()["web"]], cwd=cwd, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(["bash", "-c", "exec " + procfile()["web"]], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
