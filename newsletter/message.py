@@ -18,12 +18,14 @@ import hashlib
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import policy as email_policy
 from email.header import Header
 from email.headerregistry import Address
-from email.utils import formataddr, formatdate
+from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from pathlib import Path
 
@@ -148,7 +150,9 @@ def _date_header() -> bytes:
     global _date_cache
     now = int(time.time())
     if _date_cache[0] != now:
-        _date_cache = (now, b"Date: " + formatdate(now, usegmt=True).encode("ascii") + CRLF)
+        # "+0000": UTC and known to be (RFC 5322 3.3; "-0000" says the zone is unknown)
+        stamp = format_datetime(datetime.fromtimestamp(now, UTC))
+        _date_cache = (now, b"Date: " + stamp.encode("ascii") + CRLF)
     return _date_cache[1]
 
 
@@ -238,6 +242,10 @@ def _list_unsubscribe(values: PersonalValues) -> bytes:
 # fall back to dkimpy when `cryptography` is missing. Tests verify with dkimpy.
 
 
+class DkimSettingsError(ValueError):
+    """DKIM is half configured: a key without a domain or a domain without a key."""
+
+
 @dataclass(frozen=True)
 class _DkimKey:
     pem: bytes
@@ -258,14 +266,42 @@ _WSP = re.compile(rb"[ \t]+")
 _FIELD_END = re.compile(rb"\r\n(?![ \t])")
 
 
-def _header_fields(head: bytes) -> dict[bytes, bytes]:
-    """Lower-cased name -> raw value (still folded) for each header in `head`."""
-    fields: dict[bytes, bytes] = {}
+def _header_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """(lower-cased name, raw value still folded) for each header in `head`, in order."""
+    fields: list[tuple[bytes, bytes]] = []
     for field in _FIELD_END.split(head):
         name, _, value = field.partition(b":")
         if value:
-            fields[name.strip().lower()] = value
+            fields.append((name.strip().lower(), value))
     return fields
+
+
+def dkim_header_names(fields: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The h= list: each of DKIM_HEADERS once per instance present, plus once more.
+
+    The extra, empty entry over-signs the header (RFC 6376 section 8.15): a second
+    Subject:, From: or List-Unsubscribe: added in transit breaks the signature
+    instead of being shown to the reader next to a valid one. All of DKIM_HEADERS
+    are single-instance headers, so all are over-signed.
+    """
+    counts = Counter(name for name, _ in fields)
+    return [n for name in DKIM_HEADERS for n in [name.lower()] * (counts[name.lower()] + 1)]
+
+
+def _select(fields: list[tuple[bytes, bytes]], names: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """The instances `names` sign, taken from the bottom up as verifiers do (RFC 6376
+    5.4.2); a name with no instance left signs nothing."""
+    chosen: list[tuple[bytes, bytes]] = []
+    last: dict[bytes, int] = {}
+    for name in names:
+        i = last.get(name, len(fields))
+        while i > 0:
+            i -= 1
+            if fields[i][0] == name:
+                chosen.append(fields[i])
+                break
+        last[name] = i
+    return chosen
 
 
 def _relaxed(name: bytes, value: bytes) -> bytes:
@@ -280,13 +316,13 @@ def _fast_dkim_signature(data: bytes, key: object, selector: str, domain: str) -
     body = body.rstrip(b"\r\n") + CRLF if body.strip(b"\r\n") else CRLF
     body_hash = base64.b64encode(hashlib.sha256(body).digest())
     fields = _header_fields(head + CRLF)
-    signed = [n.lower() for n in DKIM_HEADERS if n.lower() in fields]
+    signed = dkim_header_names(fields)
     tags = (
         b"v=1; a=rsa-sha256; c=relaxed/simple; d=" + domain.encode("ascii")
         + b"; s=" + selector.encode("ascii") + b";\r\n t=" + str(int(time.time())).encode()
-        + b"; h=" + b":".join(signed) + b";\r\n bh=" + body_hash + b";\r\n b="
+        + b"; h=" + _fold_names(signed) + b";\r\n bh=" + body_hash + b";\r\n b="
     )
-    canonical = b"".join(_relaxed(n, fields[n]) for n in signed)
+    canonical = b"".join(_relaxed(n, v) for n, v in _select(fields, signed))
     canonical += _relaxed(b"dkim-signature", tags)[:-2]
     signature = base64.b64encode(
         key.sign(canonical, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[attr-defined]
@@ -295,11 +331,30 @@ def _fast_dkim_signature(data: bytes, key: object, selector: str, domain: str) -
     return b"DKIM-Signature: " + tags + folded + CRLF
 
 
+def _fold_names(names: list[bytes]) -> bytes:
+    # Over-signing makes h= long; fold it (whitespace around ":" is allowed in h=).
+    lines, line = [], b""
+    for name in names:
+        if line and len(line) + len(name) > 64:
+            lines.append(line)
+            line = b""
+        line += (b":" if line or lines else b"") + name
+    return b"\r\n ".join([*lines, line])
+
+
 def dkim_sign(data: bytes) -> bytes:
-    """Prepend a DKIM-Signature when DKIM_PRIVATE_KEY_PATH and DKIM_DOMAIN are set."""
+    """Prepend a DKIM-Signature when DKIM_PRIVATE_KEY_PATH and DKIM_DOMAIN are set.
+
+    Only one of them set is a mistake, never a reason to send unsigned mail: workers
+    refuse to start with it (newsletter/preflight/startup.py), and this refuses too.
+    """
     key_path, domain = settings.dkim_private_key_path, settings.dkim_domain
-    if not key_path or not domain:
+    if not key_path and not domain:
         return data
+    if not key_path or not domain:
+        raise DkimSettingsError(
+            "DKIM_PRIVATE_KEY_PATH and DKIM_DOMAIN must be set together; only "
+            + ("DKIM_PRIVATE_KEY_PATH" if key_path else "DKIM_DOMAIN") + " is set")
     path = Path(key_path)
     key = _dkim_key(str(path), path.stat().st_mtime)
     if key.key is not None:
@@ -312,7 +367,7 @@ def dkim_sign(data: bytes) -> bytes:
         domain.encode("ascii"),
         key.pem,
         canonicalize=(b"relaxed", b"simple"),
-        include_headers=list(DKIM_HEADERS),
+        include_headers=dkim_header_names(_header_fields(data.partition(CRLF + CRLF)[0] + CRLF)),
     )
     return bytes(signature) + data
 

@@ -190,6 +190,9 @@ def redis_service() -> Iterator[str]:
 
 def settings_env() -> dict[str, str]:
     """The current settings as environment variables, so a subprocess sees what we see."""
+    from newsletter.preflight.secret import ensure_secret_key
+
+    ensure_secret_key()  # a child signs with our key, never with none (issue 11)
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
         if value is None:

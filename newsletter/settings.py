@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SECRET = "dev-insecure-change-me"  # noqa: S105 - refused outside development
+# The key earlier versions shipped in this file. It signs nothing any more: it is
+# public, so every start-up check refuses it (see newsletter/preflight/secret.py).
+DEFAULT_SECRET = "dev-insecure-change-me"  # noqa: S105
 
 
 class Settings(BaseSettings):
@@ -18,7 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
-    secret_key: str = DEFAULT_SECRET
+    # Empty: local commands make a random key in DATA_DIR (secret_key file, mode 0600);
+    # Procfile processes refuse to start (exit 78).
+    secret_key: str = ""
 
     data_dir: Path = Path("var")
     database_url: str = ""  # empty: SQLite file in data_dir
@@ -60,14 +64,15 @@ class Settings(BaseSettings):
     signup_cooldown_minutes: int = 15
     signup_rate_per_minute: int = 10
 
-    @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
-        if self.environment == "production" and self.secret_key == DEFAULT_SECRET:
-            raise ValueError(
-                "SECRET_KEY is the built-in development secret; set SECRET_KEY "
-                "to a long random string before running in production"
-            )
-        return self
+    # --- keys and production settings (issue 11) ---
+    # Older keys, comma-separated, that still verify links and sessions after a
+    # rotation (SECRET_KEY signs; these only verify).
+    secret_key_fallbacks: str = ""
+    manage_link_days: int = Field(default=90, ge=1)  # unsubscribe links never expire
+
+    @property
+    def fallback_keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.secret_key_fallbacks.split(",") if k.strip())
 
     @property
     def effective_database_url(self) -> str:

@@ -2,6 +2,10 @@
 
 A token carries only a subscriber id, signed with SECRET_KEY and a salt per purpose,
 so a manage token can never be replayed as an unsubscribe or confirm token.
+
+Rotation: SECRET_KEY signs; it and every key in SECRET_KEY_FALLBACKS verify (an
+itsdangerous key list, newest last), so links already sent keep working. Unsubscribe
+links never expire; manage links expire after MANAGE_LINK_DAYS.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes
 
+from newsletter.preflight.secret import ensure_secret_key, signing_keys
 from newsletter.settings import settings
 
 CONFIRM = "confirm"
@@ -26,19 +31,50 @@ class BadToken(Exception):
     """A token that was tampered with, expired, or made for another purpose."""
 
 
+class ExpiredToken(BadToken):
+    """A genuine token older than its purpose allows (a page can offer a fresh link)."""
+
+
+def max_age_for(purpose: str) -> int | None:
+    """How long a purpose's links live, in seconds; None: for ever (unsubscribe must
+    work from any old email, RFC 8058 and the mailbox providers' rules)."""
+    if purpose == MANAGE:
+        return settings.manage_link_days * 24 * 3600
+    return None
+
+
+def secret_keys() -> tuple[str, ...]:
+    """The fallback keys then SECRET_KEY (which signs): give this to any itsdangerous
+    serializer so old signatures verify after a rotation."""
+    return tuple(signing_keys())
+
+
+def _serializer(secret: str | tuple[str, ...], purpose: str) -> URLSafeTimedSerializer:
+    """A serializer for `purpose`. SECRET_KEY itself (or no key) stands for the whole key
+    list, so every reader also verifies with SECRET_KEY_FALLBACKS and nothing ever
+    signs with an empty key."""
+    if isinstance(secret, str) and (not secret or secret == settings.secret_key):
+        secret = secret_keys()
+    return _cached_serializer((secret,) if isinstance(secret, str) else secret, purpose)
+
+
 @lru_cache(maxsize=64)
-def _serializer(secret: str, purpose: str) -> URLSafeTimedSerializer:
+def _cached_serializer(keys: tuple[str, ...], purpose: str) -> URLSafeTimedSerializer:
     # Building a serializer derives keys; tokens are made once per recipient per
-    # send, so reuse one per (secret, purpose). The secret is part of the key so a
+    # send, so reuse one per (keys, purpose). The keys are part of the cache key so a
     # changed SECRET_KEY (tests, rotation) never reuses a stale serializer.
-    return URLSafeTimedSerializer(secret, salt=f"roundup.{purpose}")
+    return URLSafeTimedSerializer(list(keys), salt=f"roundup.{purpose}")
 
 
-@lru_cache(maxsize=64)
 def _signing_key(secret: str, purpose: str) -> tuple[bytes, Callable[..., Any]]:
     """The HMAC key and digest itsdangerous derives for a purpose (it re-derives
-    them on every signature)."""
-    signer = _serializer(secret, purpose).make_signer()
+    them on every signature); from the key that signs, never from an empty one."""
+    return _cached_signing_key(secret or ensure_secret_key(), purpose)
+
+
+@lru_cache(maxsize=64)
+def _cached_signing_key(secret: str, purpose: str) -> tuple[bytes, Callable[..., Any]]:
+    signer = _cached_serializer((secret,), purpose).make_signer()
     return signer.derive_key(), signer.algorithm.digest_method  # type: ignore[attr-defined]
 
 
@@ -48,24 +84,30 @@ def make_token(purpose: str, subscriber_id: int) -> str:
     recipient were most of the cost of personalising a message."""
     if not purpose:
         raise ValueError("a token needs a purpose")
-    key, digest = _signing_key(settings.secret_key, purpose)
+    secret = settings.secret_key or ensure_secret_key()  # the hot path: no key list
+    key, digest = _signing_key(secret, purpose)
     digits = str(int(subscriber_id)).encode("ascii")
     # An int's JSON is its digits; zlib (with its 6 bytes of framing) cannot shorten
     # nine of them, so only longer ids may need the serializer's compressed form.
     payload = (
         base64_encode(digits)
         if len(digits) <= 9
-        else _serializer(settings.secret_key, purpose).dump_payload(int(subscriber_id))
+        else _serializer(secret, purpose).dump_payload(int(subscriber_id))
     )
     value = payload + b"." + base64_encode(int_to_bytes(int(time.time())))
     return (value + b"." + base64_encode(hmac.digest(key, value, digest))).decode("ascii")
 
 
 def read_token(purpose: str, token: str, *, max_age: int | None = None) -> int:
-    """The subscriber id in `token`; BadToken if it is not a valid `purpose` token."""
+    """The subscriber id in `token`; BadToken if it is not a valid `purpose` token,
+    ExpiredToken if it is older than `max_age` (default: the purpose's lifetime)."""
+    if max_age is None:
+        max_age = max_age_for(purpose)
     try:
-        value = _serializer(settings.secret_key, purpose).loads(token, max_age=max_age)
-    except BadSignature as exc:  # SignatureExpired and BadTimeSignature are subclasses
+        value = _serializer(secret_keys(), purpose).loads(token, max_age=max_age)
+    except SignatureExpired as exc:
+        raise ExpiredToken(str(exc)) from exc
+    except BadSignature as exc:  # BadTimeSignature is a subclass
         raise BadToken(str(exc)) from exc
     if type(value) is not int:
         raise BadToken("token does not carry a subscriber id")

@@ -393,3 +393,74 @@ def test_dkimpy_fallback_signature_verifies(factory, dkim_key, monkeypatch) -> N
 
 def test_no_signature_without_dkim_settings(factory) -> None:
     assert b"DKIM-Signature" not in factory.build(ALICE).data
+
+
+# --- over-signing and the Date zone (issue 11) ------------------------------------------------
+
+OVERSIGNED = ("from", "to", "subject", "date", "message-id", "list-unsubscribe",
+              "list-unsubscribe-post")
+
+
+def _signed_names(out: OutgoingMessage) -> list[str]:
+    signature = str(parse_email(out.data)["DKIM-Signature"])
+    return re.search(r"h=([^;]+)", signature).group(1).replace(" ", "").split(":")
+
+
+def _added_in_transit(out: OutgoingMessage, header: bytes) -> OutgoingMessage:
+    # Added above the signed ones: verifiers take instances from the bottom up, so
+    # without over-signing the original still verifies and readers see the new one.
+    return OutgoingMessage(out.envelope_from, out.to, out.message_id, header + out.data)
+
+
+def _without_cryptography(monkeypatch) -> None:
+    real = message_module._dkim_key
+    monkeypatch.setattr(message_module, "_dkim_key", lambda path, mtime: message_module._DkimKey(
+        real(path, mtime).pem, None))
+
+
+@pytest.mark.parametrize("signer", ["openssl", "dkimpy"])
+@pytest.mark.parametrize("header", [
+    b"Subject: You won a prize, click here\r\n",
+    b"List-Unsubscribe: <https://evil.example.net/u>\r\n",
+    b"From: Your Bank <security@bank.example.com>\r\n",
+])
+def test_dkim_fails_when_a_second_header_is_added(factory, dkim_key, monkeypatch, signer,
+                                                  header) -> None:
+    if signer == "dkimpy":
+        _without_cryptography(monkeypatch)
+    out = factory.build(ALICE)
+    assert _verify(out, dkim_key)
+    assert not _verify(_added_in_transit(out, header), dkim_key)
+
+
+@pytest.mark.parametrize("signer", ["openssl", "dkimpy"])
+def test_each_important_header_is_named_once_more_than_present(factory, dkim_key, monkeypatch,
+                                                               signer) -> None:
+    if signer == "dkimpy":
+        _without_cryptography(monkeypatch)
+    names = _signed_names(factory.build(ALICE))
+    for name in OVERSIGNED:
+        assert names.count(name) == 2, (name, names)
+
+
+def test_a_header_the_message_lacks_cannot_be_added_either(dkim_key) -> None:
+    """Confirmation emails carry no List-Unsubscribe; one added in transit still fails."""
+    out = build_message(subject="Confirm", html="<p>h</p>", text="t\n", list_headers=False,
+                        recipient=Recipient(3, "zoe@example.org", "Zoë"))
+    assert _signed_names(out).count("list-unsubscribe") == 1
+    assert _verify(out, dkim_key)
+    assert not _verify(_added_in_transit(out, b"List-Unsubscribe: <https://x.example/u>\r\n"),
+                       dkim_key)
+
+
+def test_a_dkim_key_without_a_domain_never_sends_unsigned(factory, dkim_key, monkeypatch) -> None:
+    monkeypatch.setattr(settings, "dkim_domain", "")
+    with pytest.raises(message_module.DkimSettingsError, match="DKIM_DOMAIN"):
+        factory.build(ALICE)
+
+
+def test_the_date_header_says_utc_as_plus_0000(factory) -> None:
+    raw = factory.build(ALICE).data
+    date = re.search(rb"^Date: (.+)\r$", raw, re.MULTILINE).group(1)
+    assert date.endswith(b" +0000"), date
+    assert abs(parse_email(raw)["Date"].datetime.timestamp() - time.time()) < 5

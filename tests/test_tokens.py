@@ -9,6 +9,13 @@ import pytest
 from newsletter import tokens
 from newsletter.settings import settings
 from newsletter.tokens import BadToken, make_token, read_token
+from tests.fixtures import TEST_SECRET
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "secret_key", TEST_SECRET)
+    monkeypatch.setattr(settings, "secret_key_fallbacks", "")
 
 
 def test_token_round_trips_subscriber_id() -> None:
@@ -107,3 +114,91 @@ def test_one_recipient_costs_one_signature_per_purpose(monkeypatch: pytest.Monke
     assert sorted(made) == ["manage", "unsubscribe"]
     assert values.unsubscribe_url.endswith("/unsubscribe/" + values.unsubscribe_token)
     assert read_token("manage", values.manage_url.rsplit("/", 1)[1]) == 5
+
+
+# --- key rotation and link lifetimes (issue 11) -------------------------------------------
+
+OLD_KEY = "old-key-Ql8m2v9XkP4sT7wZbN1cR6yH3jF5dG0a"
+NEW_KEY = "new-key-Zr4nV8bM1xC6qW3eT9yU2iO5pA7sD0fG"
+
+
+def _rotate(monkeypatch: pytest.MonkeyPatch, fallbacks: str) -> None:
+    monkeypatch.setattr(settings, "secret_key", NEW_KEY)
+    monkeypatch.setattr(settings, "secret_key_fallbacks", fallbacks)
+
+
+def test_a_link_signed_with_a_fallback_key_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "secret_key", OLD_KEY)
+    old = make_token(tokens.UNSUBSCRIBE, 42)
+    _rotate(monkeypatch, f"some-older-key-Hd7Kq2Lm9Np4Rs6Tv8Wx, {OLD_KEY}")
+    assert read_token(tokens.UNSUBSCRIBE, old) == 42
+
+
+def test_after_rotation_new_links_are_signed_with_the_new_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _rotate(monkeypatch, OLD_KEY)
+    fresh = make_token(tokens.UNSUBSCRIBE, 42)
+    monkeypatch.setattr(settings, "secret_key_fallbacks", "")
+    assert read_token(tokens.UNSUBSCRIBE, fresh) == 42  # only the new key needed
+    monkeypatch.setattr(settings, "secret_key", OLD_KEY)
+    with pytest.raises(BadToken):
+        read_token(tokens.UNSUBSCRIBE, fresh)
+
+
+def test_a_retired_key_no_longer_verifies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "secret_key", OLD_KEY)
+    old = make_token(tokens.MANAGE, 42)
+    _rotate(monkeypatch, "")
+    with pytest.raises(BadToken):
+        read_token(tokens.MANAGE, old)
+
+
+def _later(monkeypatch: pytest.MonkeyPatch, days: float) -> None:
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + days * 24 * 3600)
+
+
+def test_unsubscribe_links_never_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = make_token(tokens.UNSUBSCRIBE, 7)
+    _later(monkeypatch, 10 * 365)
+    assert read_token(tokens.UNSUBSCRIBE, token) == 7
+
+
+def test_manage_links_expire_after_manage_link_days(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "manage_link_days", 30)
+    token = make_token(tokens.MANAGE, 7)
+    _later(monkeypatch, 29)
+    assert read_token(tokens.MANAGE, token) == 7
+    _later(monkeypatch, 2)  # 31 days in all
+    with pytest.raises(tokens.ExpiredToken):
+        read_token(tokens.MANAGE, token)
+
+
+def test_a_forged_token_is_bad_not_expired() -> None:
+    token = make_token(tokens.MANAGE, 7)
+    with pytest.raises(BadToken) as raised:
+        read_token(tokens.MANAGE, token[:-3] + "AAA")
+    assert not isinstance(raised.value, tokens.ExpiredToken)
+
+
+def test_a_reader_given_secret_key_also_verifies_with_the_fallbacks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signers written as `_serializer(settings.secret_key, purpose)` rotate too."""
+    monkeypatch.setattr(settings, "secret_key", OLD_KEY)
+    old = tokens._serializer(settings.secret_key, "click").dumps([1, 2, 3])
+    _rotate(monkeypatch, OLD_KEY)
+    assert tokens._serializer(settings.secret_key, "click").loads(old) == [1, 2, 3]
+
+
+def test_nothing_is_ever_signed_with_an_empty_key(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path) -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    monkeypatch.setattr(settings, "secret_key", "")
+    monkeypatch.setattr(settings, "data_dir", tmp_path)
+    token = make_token(tokens.MANAGE, 5)
+    key = (tmp_path / "secret_key").read_text().strip()
+    assert settings.secret_key == key
+    assert URLSafeTimedSerializer(key, salt="roundup.manage").loads(token) == 5
+    with pytest.raises(Exception):  # noqa: B017 - any refusal will do
+        URLSafeTimedSerializer("", salt="roundup.manage").loads(token)

@@ -105,6 +105,21 @@ def _require_smtp_host(**_: Any) -> None:
     raise SystemExit(EX_CONFIG)
 
 
+@celeryd_init.connect
+def _worker_preflight(**_: Any) -> None:
+    """SECRET_KEY set, and in production an empty `newsletter check` (issue 11), or exit 78."""
+    from newsletter.preflight.startup import procfile_start
+
+    procfile_start("worker")
+
+
+@beat_init.connect
+def _beat_preflight(**_: Any) -> None:
+    from newsletter.preflight.startup import procfile_start
+
+    procfile_start("beat")
+
+
 @worker_process_init.connect
 def _fresh_db_connections(**_: Any) -> None:
     # A forked pool process must not reuse the parent's DB sockets.

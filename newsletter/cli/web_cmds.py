@@ -102,6 +102,22 @@ def _local_services() -> Iterator[None]:
         yield
 
 
+def _match_base_url(host: str, port: int) -> None:
+    """BASE_URL unset: point it at this server, so emails and pages link here rather
+    than at the default localhost:8000. Exported for the workers and uvicorn we start."""
+    import os
+
+    from newsletter.settings import settings
+
+    if "base_url" in settings.model_fields_set:  # set in the environment or .env
+        return
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"  # an IPv6 address in a URL
+    settings.base_url = f"http://{shown}:{port}"
+    os.environ["BASE_URL"] = settings.base_url
+
+
 def web(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
@@ -121,6 +137,7 @@ def web(
         check_secret()
     except InsecureSecretError as exc:
         fail(str(exc))
+    _match_base_url(host, port)
     ensure_database()
     with _local_services():
         uvicorn.run("newsletter.web.app:app", host=host, port=port, workers=workers,

@@ -1,4 +1,5 @@
-"""The FastAPI app. `uvicorn newsletter.web.app:app` serves it (the Procfile's `web`)."""
+"""The FastAPI app. The Procfile's `web` serves `procfile_app` (uvicorn --factory), which
+checks the configuration first; `newsletter web` serves `app`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from newsletter.preflight.secret import ensure_secret_key, key_problems
 from newsletter.settings import settings
 from newsletter.web import api, public
-from newsletter.web.security import RateLimiter, SecurityMiddleware, check_secret
+from newsletter.web.security import (
+    InsecureSecretError,
+    RateLimiter,
+    SecurityMiddleware,
+    check_secret,
+)
 from newsletter.web.templating import make_templates, render
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -60,6 +67,9 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
     `send_confirmation(subscriber_id)` queues the confirmation email; by default it
     publishes the Celery task. Tests pass the task function to send synchronously.
     """
+    ensure_secret_key()  # never an empty key: outside production, the local key file
+    if problems := key_problems():  # guessable keys are refused in every environment
+        raise InsecureSecretError("; ".join(problems))
     check_secret()
     app = FastAPI(
         title=f"{settings.mail_from_name} newsletter",
@@ -86,6 +96,18 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
 
         app.include_router(editor_router)
     return app
+
+
+def procfile_app() -> FastAPI:
+    """The Procfile's `web` (`uvicorn --factory newsletter.web.app:procfile_app`).
+
+    SECRET_KEY must be set whatever ENVIRONMENT says, and in production the
+    configuration report must be empty; otherwise one clear error and exit 78.
+    """
+    from newsletter.preflight.startup import procfile_start
+
+    procfile_start("web")
+    return create_app()
 
 
 _app: FastAPI | None = None

@@ -20,7 +20,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from newsletter import db
+from newsletter import db, tokens
 from newsletter.editors import Editor, EditorPublic
 from newsletter.settings import settings
 from newsletter.web.security import csrf_valid
@@ -49,7 +49,7 @@ def db_session() -> Iterator[Session]:
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key, salt=SESSION_SALT)
+    return URLSafeTimedSerializer(list(tokens.secret_keys()), salt=SESSION_SALT)
 
 
 def session_cookie_value(editor: Editor) -> str:
