@@ -50,6 +50,8 @@ class EventKind(enum.StrEnum):
     bounced = "bounced"
     deleted = "deleted"
     confirmation_sent = "confirmation_sent"
+    suppressed = "suppressed"  # an editor put the address on the suppression list
+    unsuppressed = "unsuppressed"
 
 
 # --- Topics ------------------------------------------------------------------
@@ -262,3 +264,24 @@ class Click(SQLModel, table=True):
     issue_id: int = Field(index=True)
     item_id: int
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Audience (issue 10) ---------------------------------------------------------------
+
+
+class ImportJob(SQLModel, table=True):
+    """A CSV import started from the console: progress, and the rows it refused."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    editor_id: int | None = None
+    filename: str = Field(default="", max_length=200)
+    status: str = Field(default="queued", max_length=16)  # queued | running | done | failed
+    confirmed: bool = False  # rows are imported as confirmed (they agreed elsewhere)
+    total: int = 0
+    done: int = 0
+    added: int = 0
+    rejected: int = 0
+    errors_csv: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    message: str = Field(default="", max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None

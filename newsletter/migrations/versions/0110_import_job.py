@@ -1,0 +1,37 @@
+"""import_job: CSV imports started from the console
+
+Revision ID: 0110
+Revises: 0004
+Create Date: 2026-12-01
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0110'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        'importjob',
+        sa.Column('id', sa.Integer(), primary_key=True),
+        sa.Column('editor_id', sa.Integer(), nullable=True),
+        sa.Column('filename', sa.String(length=200), nullable=False, server_default=''),
+        sa.Column('status', sa.String(length=16), nullable=False, server_default='queued'),
+        sa.Column('confirmed', sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column('total', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('done', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('added', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('rejected', sa.Integer(), nullable=False, server_default='0'),
+        sa.Column('errors_csv', sa.Text(), nullable=False, server_default=''),
+        sa.Column('message', sa.String(length=1000), nullable=False, server_default=''),
+        sa.Column('created_at', sa.DateTime(), nullable=False),
+        sa.Column('finished_at', sa.DateTime(), nullable=True),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('importjob')
