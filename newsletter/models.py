@@ -172,7 +172,7 @@ class Subscriber(SubscriberBase, table=True):
     status: str = Field(default=SubscriberStatus.pending, max_length=16, index=True)
     paused: bool = False
     source: str = Field(default="cli", max_length=32)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None

@@ -46,6 +46,21 @@ def test_filters_by_status_topic_and_source(editor_client: TestClient, make_subs
         "imp@example.org"]
 
 
+def test_filters_by_sign_up_date(editor_client: TestClient, make_subscriber: Any,
+                                 session: Session) -> None:
+    from datetime import UTC, datetime
+
+    old = make_subscriber(email="old@example.org")
+    old.created_at = datetime(2025, 1, 10, 23, 30, tzinfo=UTC)
+    session.add(old)
+    session.commit()
+    make_subscriber(email="new@example.org")
+    assert _emails(editor_client.get("/editor/subscribers?since=2026-01-01").text) == [
+        "new@example.org"]
+    assert _emails(editor_client.get(
+        "/editor/subscribers?since=2025-01-10&until=2025-01-10").text) == ["old@example.org"]
+
+
 def test_a_bad_date_filter_is_a_message_not_an_error(editor_client: TestClient) -> None:
     page = editor_client.get("/editor/subscribers?since=yesterday")
     assert page.status_code == 200

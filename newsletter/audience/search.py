@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, or_
@@ -33,6 +33,9 @@ from newsletter.models import (
 from newsletter.subscribers import topics_by_subscriber
 
 PAGE_SIZE = 50
+# Counting every match of a filter over a million rows costs more than the page itself;
+# past this many the screen says "10,000+" (the export still has them all).
+COUNT_CAP = 10_000
 EXPORT_CHUNK = 1000
 HISTORY_LIMIT = 200
 
@@ -82,10 +85,10 @@ class Filters:
             known = [s for group in SOURCES.values() for s in group]
             where.append(col(Subscriber.source).not_in(known))
         if self.since:
-            where.append(col(Subscriber.created_at) >= datetime.combine(self.since, time.min))
+            where.append(col(Subscriber.created_at) >= datetime.combine(self.since, time.min, UTC))
         if self.until:
             where.append(col(Subscriber.created_at)
-                         < datetime.combine(self.until + timedelta(days=1), time.min))
+                         < datetime.combine(self.until + timedelta(days=1), time.min, UTC))
         return where
 
     def query_string(self, **override: Any) -> str:
@@ -110,7 +113,8 @@ class Row:
 class PageOfSubscribers:
     rows: list[Row]
     next_before: int | None  # the cursor for the next (older) page, None on the last
-    total: int | None = None
+    total: int | None = None  # how many match, up to COUNT_CAP
+    more_than: bool = False  # True: more than COUNT_CAP match
 
 
 def find(*, session: Session, filters: Filters, before: int | None = None,
@@ -132,11 +136,13 @@ def find(*, session: Session, filters: Filters, before: int | None = None,
             select(Suppression.email).where(col(Suppression.email).in_(emails))).all())
     total = None
     if count:
-        total = int(session.exec(
-            select(func.count()).select_from(Subscriber).where(*filters.conditions())).one())
+        capped = select(Subscriber.id).where(*filters.conditions()).limit(COUNT_CAP + 1)
+        total = int(session.exec(select(func.count()).select_from(capped.subquery())).one())
     return PageOfSubscribers(
         rows=[Row(s, topics.get(s.id or 0, []), s.email in suppressed) for s in subscribers],
-        next_before=ids[-1] if more and ids else None, total=total)
+        next_before=ids[-1] if more and ids else None,
+        total=min(total, COUNT_CAP) if total is not None else None,
+        more_than=total is not None and total > COUNT_CAP)
 
 
 def export_rows(*, session: Session, filters: Filters) -> Iterator[str]:
@@ -253,12 +259,6 @@ def _describe(kind: str, source: str, data: str) -> str:
                 text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
                 parts.append(f"{key.replace('_', ' ')}: {text[:200]}")
     return "; ".join(parts)
-
-
-def status_counts(*, session: Session) -> dict[str, int]:
-    """How many subscribers are in each status (for the filter chips)."""
-    return {status: int(n) for status, n in session.exec(
-        select(Subscriber.status, func.count()).group_by(col(Subscriber.status))).all()}
 
 
 def suppress(*, session: Session, email: str, reason: str) -> bool:

@@ -19,7 +19,6 @@ from newsletter.audience.search import (
     export_rows,
     find,
     profile,
-    status_counts,
     suppress,
     unsuppress,
 )
@@ -77,7 +76,7 @@ def subscriber_list(request: Request) -> Response:
         topics = forms.all_topics(session)
         context = {
             "nav": "subscribers", "filters": filters, "found": found, "errors": errors,
-            "statuses": STATUSES, "status_counts": status_counts(session=session),
+            "statuses": STATUSES,
             "sources": SOURCE_LABELS, "topics": topics,
             "topic_names": {t.slug: t.name for t in topics}, "paged": before is not None,
             "notice": request.query_params.get("notice", "")[:200],
