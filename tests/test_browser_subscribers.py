@@ -28,7 +28,8 @@ def test_find_a_subscriber_open_their_history_and_suppress_them(
         session, make_subscriber, make_issue, live_server, browser_page):
     account = create_editor(session)
     for n in range(12):
-        make_subscriber(email=f"reader{n}@example.org", topics=["logistics", "fintech"][: n % 2 + 1])
+        make_subscriber(email=f"reader{n}@example.org",
+                        topics=["logistics", "fintech"][: n % 2 + 1])
     target = make_subscriber(email="ana.lima.with.a.very.long.address@subdomain.example.org",
                              name="Ana Lima", topics=["luxury-fashion", "europe"])
     issue = make_issue(title="Ports and warehouses week", items=["A"], status="sent")
