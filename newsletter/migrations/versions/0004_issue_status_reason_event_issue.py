@@ -6,6 +6,7 @@ Create Date: 2026-12-01
 """
 from alembic import op
 import sqlalchemy as sa
+import sqlmodel.sql.sqltypes
 
 
 revision = '0004'
@@ -30,7 +31,7 @@ def upgrade() -> None:
         sa.Column('subscriber_id', sa.Integer(), nullable=False),
         sa.Column('issue_id', sa.Integer(), nullable=False),
         sa.Column('item_id', sa.Integer(), nullable=False),
-        sa.Column('at', sa.DateTime(), nullable=False),
+        sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.UniqueConstraint('subscriber_id', 'issue_id', 'item_id',
                             name='uq_click_subscriber_issue_item'),
     )
