@@ -285,3 +285,15 @@ class ImportJob(SQLModel, table=True):
     message: str = Field(default="", max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+
+
+class EditorSession(SQLModel, table=True):
+    """A logged-in browser of an editor: listed on their account page, ended one by one."""
+
+    id: str = Field(primary_key=True, max_length=32)  # random; named in the session cookie
+    editor_id: int = Field(foreign_key="editor.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    ip: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=300)
+    revoked_at: datetime | None = None

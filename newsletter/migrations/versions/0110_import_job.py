@@ -1,4 +1,4 @@
-"""import_job (CSV imports from the console); trigram indexes for finding subscribers
+"""import_job, editor roles and sessions; indexes for finding subscribers
 
 Revision ID: 0110
 Revises: 0004
@@ -6,6 +6,7 @@ Create Date: 2026-12-01
 """
 from alembic import op
 import sqlalchemy as sa
+import sqlmodel.sql.sqltypes
 
 
 revision = '0110'
@@ -15,6 +16,22 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('editor', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('role', sa.String(length=16), nullable=False,
+                                      server_default='editor'))
+    # Before roles every editor could do everything: they stay able to (owners).
+    op.execute("UPDATE editor SET role = 'owner'")
+    op.create_table(
+        'editorsession',
+        sa.Column('id', sa.String(length=32), primary_key=True),
+        sa.Column('editor_id', sa.Integer(), sa.ForeignKey('editor.id'), nullable=False),
+        sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column('last_seen_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column('ip', sa.String(length=64), nullable=False, server_default=''),
+        sa.Column('user_agent', sa.String(length=300), nullable=False, server_default=''),
+        sa.Column('revoked_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    )
+    op.create_index('ix_editorsession_editor_id', 'editorsession', ['editor_id'])
     op.create_table(
         'importjob',
         sa.Column('id', sa.Integer(), primary_key=True),
@@ -28,8 +45,8 @@ def upgrade() -> None:
         sa.Column('rejected', sa.Integer(), nullable=False, server_default='0'),
         sa.Column('errors_csv', sa.Text(), nullable=False, server_default=''),
         sa.Column('message', sa.String(length=1000), nullable=False, server_default=''),
-        sa.Column('created_at', sa.DateTime(), nullable=False),
-        sa.Column('finished_at', sa.DateTime(), nullable=True),
+        sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column('finished_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     )
     # Sign-up date filters on the subscribers screen.
     op.create_index('ix_subscriber_created_at', 'subscriber', ['created_at'])
@@ -50,3 +67,7 @@ def downgrade() -> None:
         op.execute('DROP INDEX IF EXISTS ix_subscriber_email_trgm')
     op.drop_index('ix_subscriber_created_at', 'subscriber')
     op.drop_table('importjob')
+    op.drop_index('ix_editorsession_editor_id', 'editorsession')
+    op.drop_table('editorsession')
+    with op.batch_alter_table('editor', schema=None) as batch_op:
+        batch_op.drop_column('role')

@@ -175,7 +175,7 @@ async def import_upload(request: Request) -> Response:
     return await run_in_threadpool(staged)  # parsing a large file must not block the loop
 
 
-@router.post("/subscribers/import/{job_id}/start")
+@router.post("/subscribers/import/{job_id:int}/start")
 def import_start(request: Request, job_id: int) -> Response:
     confirmed = forms.checked(form_of(request), "confirmed")
     with db_session() as session:
@@ -199,7 +199,7 @@ def _job_json(job: ImportJob) -> dict[str, Any]:
             "message": job.message}
 
 
-@router.get("/subscribers/import/{job_id}.json")
+@router.get("/subscribers/import/{job_id:int}.json")
 def import_progress(request: Request, job_id: int) -> Response:
     with db_session() as session:
         job = _job(session, job_id)
@@ -208,7 +208,7 @@ def import_progress(request: Request, job_id: int) -> Response:
         return JSONResponse(_job_json(job))
 
 
-@router.get("/subscribers/import/{job_id}/errors.csv")
+@router.get("/subscribers/import/{job_id:int}/errors.csv")
 def import_errors(request: Request, job_id: int) -> Response:
     with db_session() as session:
         job = _job(session, job_id)
@@ -219,7 +219,7 @@ def import_errors(request: Request, job_id: int) -> Response:
         "Content-Disposition": f'attachment; filename="import-{job_id}-errors.csv"'})
 
 
-@router.get("/subscribers/import/{job_id}")
+@router.get("/subscribers/import/{job_id:int}")
 def import_job_page(request: Request, job_id: int) -> Response:
     with db_session() as session:
         job = _job(session, job_id)
@@ -232,7 +232,7 @@ def import_job_page(request: Request, job_id: int) -> Response:
 # --- one subscriber -----------------------------------------------------------------
 
 
-@router.get("/subscribers/{subscriber_id}")
+@router.get("/subscribers/{subscriber_id:int}")
 def subscriber_page(request: Request, subscriber_id: int) -> Response:
     notice = request.query_params.get("notice", "")
     with db_session() as session:
@@ -246,7 +246,7 @@ def subscriber_page(request: Request, subscriber_id: int) -> Response:
             "erased": found.subscriber.email.endswith(signup.ERASED_SUFFIX)})
 
 
-@router.post("/subscribers/{subscriber_id}/topics")
+@router.post("/subscribers/{subscriber_id:int}/topics")
 def subscriber_topics(request: Request, subscriber_id: int) -> Response:
     wanted = forms.texts(form_of(request), "topics")
     with db_session() as session:
@@ -261,7 +261,7 @@ def subscriber_topics(request: Request, subscriber_id: int) -> Response:
     return redirect(f"/editor/subscribers/{subscriber_id}?notice=topics")
 
 
-@router.post("/subscribers/{subscriber_id}/{action}")
+@router.post("/subscribers/{subscriber_id:int}/{action}")
 def subscriber_action(request: Request, subscriber_id: int, action: str) -> Response:
     if action not in ACTIONS:
         return error_page(request, "Not found", "There is no such page in the console.", 404)
