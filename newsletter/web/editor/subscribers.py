@@ -105,7 +105,9 @@ def _new_page(request: Request, *, values: dict[str, Any] | None = None, error: 
     with db_session() as session:
         topics = forms.all_topics(session)
     return page(request, "subscriber_new.html", {
-        "nav": "subscribers", "values": values or {"topics": []}, "error": error,
+        "nav": "subscribers", "error": error,
+        "values": values or {"email": "", "name": "", "topics": [], "timezone": "UTC",
+                             "confirmed": False},
         "topics": topics, "timezones": forms.timezones()}, status_code=status_code)
 
 
