@@ -49,15 +49,19 @@ def _empty(title: str, width: int, message: str) -> Markup:
 
 
 def _legend(names: Sequence[str], colours: Sequence[str], x: int, y: int,
-            width: int = 640) -> list[str]:
+            width: int = 640) -> tuple[list[str], int]:
+    """The legend, flowing onto more lines where the chart is narrow; and its height."""
     out = []
-    step = min(130, (width - x) // max(len(names), 1))
+    lx, ly = x, y
     for i, name in enumerate(names):
-        lx = x + i * step
-        out.append(f'<rect x="{lx}" y="{y - 9}" width="10" height="10" '
+        item_w = 14 + int(len(name) * 6.2) + 14  # swatch, text at 11 px, gap
+        if lx > x and lx + item_w > width:
+            lx, ly = x, ly + 16
+        out.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" '
                    f'fill="{colours[i % len(colours)]}"/>')
-        out.append(f'<text x="{lx + 14}" y="{y}" {FONT} fill="#333">{escape(name)}</text>')
-    return out
+        out.append(f'<text x="{lx + 14}" y="{ly}" {FONT} fill="#333">{escape(name)}</text>')
+        lx += item_w
+    return out, ly - y
 
 
 def _ticks(top_value: int) -> list[float]:
@@ -78,6 +82,9 @@ def column_chart(
     if not labels:
         return _empty(title, width, empty)
     left, right, top, bottom = 40, 10, 24, 40
+    legend, legend_h = _legend(names, colours, left, 12, width)
+    top += legend_h
+    height += legend_h
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(len(labels), 1)
     if stacked:
@@ -85,7 +92,7 @@ def column_chart(
     else:
         peak = max((v for s in names for v in series[s]), default=0)
     top_value = _nice_max(peak)
-    body: list[str] = _legend(names, colours, left, 12, width)
+    body: list[str] = legend
     for frac in _ticks(top_value):
         y = top + plot_h - frac * plot_h
         body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
@@ -133,7 +140,7 @@ def bar_chart(
         y = top + i * row
         w = plot_w * value / top_value
         body.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" {FONT} '
-                    f'fill="#333">{escape(_short(label, left // 6))}</text>')
+                    f'fill="#333">{escape(_short(label, left // 7))}</text>')
         body.append(f'<rect class="bar" x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" '
                     f'fill="{PALETTE[0]}"><title>{escape(label)}: {value}</title></rect>')
         body.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}" {FONT} '
