@@ -52,6 +52,7 @@ class EventKind(enum.StrEnum):
     confirmation_sent = "confirmation_sent"
     suppressed = "suppressed"  # an editor put the address on the suppression list
     unsuppressed = "unsuppressed"
+    welcome_sent = "welcome_sent"
 
 
 # --- Topics ------------------------------------------------------------------

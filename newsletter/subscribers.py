@@ -250,6 +250,9 @@ def confirm(*, session: Session, subscriber_id: int, source: str) -> bool:
     if changed:
         log_event(session=session, subscriber_id=subscriber_id, kind=EventKind.confirmed,
                   source=source)
+        from newsletter.welcome import welcome_after_commit
+
+        welcome_after_commit(session, subscriber_id)
     return changed
 
 
