@@ -298,3 +298,14 @@ class EditorSession(SQLModel, table=True):
     ip: str = Field(default="", max_length=64)
     user_agent: str = Field(default="", max_length=300)
     revoked_at: datetime | None = None
+
+
+class IssueUndo(SQLModel, table=True):
+    """The issue as it was before the console's last change to it: one step of undo."""
+
+    issue_id: int = Field(foreign_key="issue.id", primary_key=True)
+    label: str = Field(default="", max_length=300)  # what the change was, for the notice
+    snapshot: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    # The issue's updated_at right after the change: undo only while nothing else changed.
+    after: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)

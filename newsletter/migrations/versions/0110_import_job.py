@@ -33,6 +33,14 @@ def upgrade() -> None:
     )
     op.create_index('ix_editorsession_editor_id', 'editorsession', ['editor_id'])
     op.create_table(
+        'issueundo',
+        sa.Column('issue_id', sa.Integer(), sa.ForeignKey('issue.id'), primary_key=True),
+        sa.Column('label', sa.String(length=300), nullable=False, server_default=''),
+        sa.Column('snapshot', sa.Text(), nullable=False),
+        sa.Column('after', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    )
+    op.create_table(
         'importjob',
         sa.Column('id', sa.Integer(), primary_key=True),
         sa.Column('editor_id', sa.Integer(), nullable=True),
@@ -67,6 +75,7 @@ def downgrade() -> None:
         op.execute('DROP INDEX IF EXISTS ix_subscriber_email_trgm')
     op.drop_index('ix_subscriber_created_at', 'subscriber')
     op.drop_table('importjob')
+    op.drop_table('issueundo')
     op.drop_index('ix_editorsession_editor_id', 'editorsession')
     op.drop_table('editorsession')
     with op.batch_alter_table('editor', schema=None) as batch_op:
