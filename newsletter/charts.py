@@ -48,27 +48,43 @@ def _empty(title: str, width: int, message: str) -> Markup:
     return _svg(width, 70, title, body, "empty")
 
 
-def _legend(names: Sequence[str], colours: Sequence[str], x: int, y: int) -> list[str]:
+def _legend(names: Sequence[str], colours: Sequence[str], x: int, y: int,
+            width: int = 640) -> tuple[list[str], int]:
+    """The legend, flowing onto more lines where the chart is narrow; and its height."""
     out = []
+    lx, ly = x, y
     for i, name in enumerate(names):
-        lx = x + i * 130
-        out.append(f'<rect x="{lx}" y="{y - 9}" width="10" height="10" '
+        item_w = 14 + int(len(name) * 6.2) + 14  # swatch, text at 11 px, gap
+        if lx > x and lx + item_w > width:
+            lx, ly = x, ly + 16
+        out.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" '
                    f'fill="{colours[i % len(colours)]}"/>')
-        out.append(f'<text x="{lx + 14}" y="{y}" {FONT} fill="#333">{escape(name)}</text>')
-    return out
+        out.append(f'<text x="{lx + 14}" y="{ly}" {FONT} fill="#333">{escape(name)}</text>')
+        lx += item_w
+    return out, ly - y
+
+
+def _ticks(top_value: int) -> list[float]:
+    """Axis values: whole numbers only (no "0.5 subscribers")."""
+    return [0, 0.5, 1] if top_value % 2 == 0 else [0, 1]
 
 
 def column_chart(
     *, title: str, labels: Sequence[str], series: Mapping[str, Sequence[int]],
     stacked: bool = False, width: int = 640, height: int = 240,
     empty: str = "Nothing to show yet", colours: Sequence[str] = PALETTE,
+    max_labels: int = 12,
 ) -> Markup:
     """Vertical bars per label: side by side per series, or stacked; series take
-    `colours` in order (legend included)."""
+    `colours` in order (legend included). At most `max_labels` axis labels are written
+    (every other one, or every third...), so a phone-sized chart stays legible."""
     names = list(series)
     if not labels:
         return _empty(title, width, empty)
     left, right, top, bottom = 40, 10, 24, 40
+    legend, legend_h = _legend(names, colours, left, 12, width)
+    top += legend_h
+    height += legend_h
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(len(labels), 1)
     if stacked:
@@ -76,14 +92,15 @@ def column_chart(
     else:
         peak = max((v for s in names for v in series[s]), default=0)
     top_value = _nice_max(peak)
-    body: list[str] = _legend(names, colours, left, 12)
-    for frac in (0, 0.5, 1):
+    body: list[str] = legend
+    for frac in _ticks(top_value):
         y = top + plot_h - frac * plot_h
         body.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
                     'stroke="#ddd"/>')
         body.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" {FONT} '
-                    f'fill="#666">{top_value * frac:g}</text>')
+                    f'fill="#666">{int(top_value * frac)}</text>')
     group_w = plot_w / n
+    label_every = -(-len(labels) // max(max_labels, 1))  # ceiling division
     bar_w = group_w * 0.8 / (1 if stacked else max(len(names), 1))
     for i, label in enumerate(labels):
         gx = left + i * group_w + group_w * 0.1
@@ -101,8 +118,9 @@ def column_chart(
             )
             if stacked:
                 base = y
-        body.append(f'<text x="{gx + group_w * 0.4:.1f}" y="{height - bottom + 14}" '
-                    f'text-anchor="middle" {FONT} fill="#444">{escape(label)}</text>')
+        if i % label_every == 0:
+            body.append(f'<text x="{gx + group_w * 0.4:.1f}" y="{height - bottom + 14}" '
+                        f'text-anchor="middle" {FONT} fill="#444">{escape(label)}</text>')
     return _svg(width, height, title, body, "columns")
 
 
@@ -113,7 +131,7 @@ def bar_chart(
     """Horizontal bars, one per label, with the value at the end."""
     if not labels:
         return _empty(title, width, empty)
-    row, left, top = 20, 190, 8
+    row, left, top = 20, min(190, width * 2 // 5), 8
     height = top * 2 + row * max(len(labels), 1)
     plot_w = width - left - 50
     top_value = _nice_max(max(values, default=0))
@@ -122,7 +140,7 @@ def bar_chart(
         y = top + i * row
         w = plot_w * value / top_value
         body.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" {FONT} '
-                    f'fill="#333">{escape(_short(label))}</text>')
+                    f'fill="#333">{escape(_short(label, left // 7))}</text>')
         body.append(f'<rect class="bar" x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" '
                     f'fill="{PALETTE[0]}"><title>{escape(label)}: {value}</title></rect>')
         body.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}" {FONT} '

@@ -47,11 +47,15 @@ class Editor(EditorBase, table=True):
     # Part of the signed session cookie; bumping it (logout, new password) ends
     # every session issued before, including copies of the cookie.
     session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # owner: everything, including the team and the settings; editor: the newsletter.
+    role: str = Field(default="editor", max_length=16,
+                      sa_column_kwargs={"server_default": "editor"})
 
 
 # An editor as pages and the CLI show it (never the hash).
 class EditorPublic(EditorBase):
     id: int
+    role: str = "editor"
 
 
 def _clean_email(raw: str) -> str:
@@ -95,9 +99,16 @@ def set_password(*, session: Session, editor_id: int, password: str) -> None:
 
 def end_sessions(*, session: Session, editor_id: int) -> None:
     """Invalidate every session cookie issued to this editor so far."""
+    from newsletter.models import EditorSession
+
     session.exec(  # type: ignore[call-overload]
         update(Editor).where(col(Editor.id) == editor_id)
         .values(session_generation=col(Editor.session_generation) + 1)
+    )
+    session.exec(  # type: ignore[call-overload]
+        update(EditorSession).where(col(EditorSession.editor_id) == editor_id,
+                                    col(EditorSession.revoked_at).is_(None))
+        .values(revoked_at=utcnow())
     )
     session.expire_all()
 

@@ -50,6 +50,9 @@ class EventKind(enum.StrEnum):
     bounced = "bounced"
     deleted = "deleted"
     confirmation_sent = "confirmation_sent"
+    suppressed = "suppressed"  # an editor put the address on the suppression list
+    unsuppressed = "unsuppressed"
+    welcome_sent = "welcome_sent"
 
 
 # --- Topics ------------------------------------------------------------------
@@ -170,7 +173,7 @@ class Subscriber(SubscriberBase, table=True):
     status: str = Field(default=SubscriberStatus.pending, max_length=16, index=True)
     paused: bool = False
     source: str = Field(default="cli", max_length=32)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
     confirmed_at: datetime | None = None
     unsubscribed_at: datetime | None = None
@@ -262,3 +265,47 @@ class Click(SQLModel, table=True):
     issue_id: int = Field(index=True)
     item_id: int
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Audience (issue 10) ---------------------------------------------------------------
+
+
+class ImportJob(SQLModel, table=True):
+    """A CSV import started from the console: progress, and the rows it refused."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    editor_id: int | None = None
+    filename: str = Field(default="", max_length=200)
+    status: str = Field(default="queued", max_length=16)  # queued | running | done | failed
+    confirmed: bool = False  # rows are imported as confirmed (they agreed elsewhere)
+    total: int = 0
+    done: int = 0
+    added: int = 0
+    rejected: int = 0
+    errors_csv: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    message: str = Field(default="", max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class EditorSession(SQLModel, table=True):
+    """A logged-in browser of an editor: listed on their account page, ended one by one."""
+
+    id: str = Field(primary_key=True, max_length=32)  # random; named in the session cookie
+    editor_id: int = Field(foreign_key="editor.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    ip: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=300)
+    revoked_at: datetime | None = None
+
+
+class IssueUndo(SQLModel, table=True):
+    """The issue as it was before the console's last change to it: one step of undo."""
+
+    issue_id: int = Field(foreign_key="issue.id", primary_key=True)
+    label: str = Field(default="", max_length=300)  # what the change was, for the notice
+    snapshot: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    # The issue's updated_at right after the change: undo only while nothing else changed.
+    after: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -250,6 +250,9 @@ def confirm(*, session: Session, subscriber_id: int, source: str) -> bool:
     if changed:
         log_event(session=session, subscriber_id=subscriber_id, kind=EventKind.confirmed,
                   source=source)
+        from newsletter.welcome import welcome_after_commit
+
+        welcome_after_commit(session, subscriber_id)
     return changed
 
 
@@ -299,6 +302,49 @@ class ImportReport:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, email, reason)
 
 
+def read_csv(path: Path, *, label: str = "") -> list[tuple[int, dict[str, str]]]:
+    """The rows of a subscribers CSV with the line each starts on, keys lower-cased.
+
+    Raises SubscriberError naming the file as `label` (default: the path) and the line.
+    """
+    label = label or str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SubscriberError(f"{label}: can't read the file: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
+        raise SubscriberError(f"{label}:1: the header row must have an 'email' column")
+    # The line a row starts on: a quoted field may span lines, so count, don't assume.
+    rows: list[tuple[int, dict[str, str]]] = []
+    start = reader.line_num + 1
+    try:
+        for raw in reader:
+            rows.append((start, {(k or "").strip().lower(): (v or "").strip()
+                                 for k, v in raw.items() if k and isinstance(v, str)}))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise SubscriberError(f"{label}:{reader.line_num}: {exc}") from None
+    return rows
+
+
+def import_row(*, session: Session, row: dict[str, str], confirmed: bool,
+               source_data: dict[str, Any]) -> str | None:
+    """Add one CSV row in its own savepoint; the reason it was refused, or None."""
+    topics = [t for t in row.get("topics", "").replace("|", ";").split(";") if t.strip()]
+    try:
+        with session.begin_nested():
+            add_subscriber(
+                session=session, email=row.get("email", ""), name=row.get("name", ""),
+                topics=topics, timezone=row.get("timezone", "") or "UTC",
+                only_my_topics=row.get("only_my_topics", "").lower() in {"1", "true", "yes"},
+                confirmed=confirmed, source="import", source_data=source_data,
+            )
+    except SubscriberError as exc:
+        return str(exc)
+    return None
+
+
 def import_csv(
     *, session: Session, path: Path, confirmed: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -309,34 +355,14 @@ def import_csv(
     with its line number and the rest still import.
     """
     report = ImportReport()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SubscriberError(f"{path}: can't read the file: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise SubscriberError(f"{path}:1: the header row must have an 'email' column")
-    # The line a row starts on: a quoted field may span lines, so count, don't assume.
-    rows: list[tuple[int, dict[str | Any, str | Any]]] = []
-    start = reader.line_num + 1
-    for raw in reader:
-        rows.append((start, raw))
-        start = reader.line_num + 1
-    for index, (line, raw) in enumerate(rows):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k}
-        email = row.get("email", "")
-        topics = [t for t in row.get("topics", "").replace("|", ";").split(";") if t.strip()]
-        try:
-            with session.begin_nested():
-                add_subscriber(
-                    session=session, email=email, name=row.get("name", ""), topics=topics,
-                    timezone=row.get("timezone", "") or "UTC",
-                    only_my_topics=row.get("only_my_topics", "").lower() in {"1", "true", "yes"},
-                    confirmed=confirmed, source="import", source_data={"file": path.name},
-                )
+    rows = read_csv(path)
+    for index, (line, row) in enumerate(rows):
+        error = import_row(session=session, row=row, confirmed=confirmed,
+                           source_data={"file": path.name})
+        if error is None:
             report.added += 1
-        except SubscriberError as exc:
-            report.rejected.append((line, email, str(exc)))
+        else:
+            report.rejected.append((line, row.get("email", ""), error))
         if progress:
             progress(index + 1, len(rows))
     return report

@@ -49,7 +49,7 @@ def test_editor_logs_in_and_sees_the_dashboard_charts(
     make_issue(items=ITEMS)
     page = browser_page
     _login(page, live_server, account, shoot=True)
-    charts = page.locator("svg.chart")
+    charts = page.locator(".chart-wide svg.chart")
     assert charts.count() == 3
     for i in range(3):
         box = charts.nth(i).bounding_box()

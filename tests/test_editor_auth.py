@@ -185,7 +185,10 @@ def _cli():
 
 # --- every route refuses anonymous requests -------------------------------------------------
 
-PUBLIC = {("GET", "/editor/login"), ("POST", "/editor/login")}
+PUBLIC = {("GET", "/editor/login"), ("POST", "/editor/login"),
+          # an invitation or reset link is its own credential (tests/test_editor_team.py)
+          ("GET", "/editor/invite/{token}"), ("POST", "/editor/invite/{token}"),
+          ("GET", "/editor/reset/{token}"), ("POST", "/editor/reset/{token}")}
 
 
 def _anonymous_cases() -> list[tuple[str, str]]:

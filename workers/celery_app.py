@@ -32,7 +32,7 @@ BULK_QUEUE = "roundup.bulk"  # newsletter batches, so transactional mail never w
 
 def _includes() -> list[str]:
     # workers.signup_tasks is written by the web engineer; tolerate its absence.
-    modules = ["workers.tasks", "workers.signup_tasks"]
+    modules = ["workers.tasks", "workers.signup_tasks", "workers.welcome_tasks"]
     return [m for m in modules if importlib.util.find_spec(m) is not None]
 
 

@@ -8,10 +8,11 @@ from datetime import date
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from newsletter.editorial import (
@@ -19,14 +20,16 @@ from newsletter.editorial import (
     add_item,
     delete_item,
     move_item,
+    reorder_items,
     set_hidden,
     set_pinned,
     update_issue,
     update_item,
 )
-from newsletter.ingest import IngestError, decode, ingest_text
+from newsletter.ingest import IngestError, decode, ingest_text, parse_document
 from newsletter.models import Delivery, Issue, IssueStatus, Item
-from newsletter.topics import item_topic_slugs
+from newsletter.revisions import last_change, remember, snapshot, undo
+from newsletter.topics import item_topic_slugs, load_taxonomy
 from newsletter.web import forms
 from newsletter.web.editor.routing import (
     MAX_UPLOAD_BYTES,
@@ -108,6 +111,32 @@ def new_issue_page(request: Request, mode: str = "paste") -> Response:
     return _new_page(request, mode="write" if mode == "write" else "paste")
 
 
+PREVIEW_EXCERPT = 200
+
+
+def markdown_preview(text: str) -> dict[str, Any]:
+    """What "Create draft" would read from `text`: the items, or the first error."""
+    try:
+        parsed = parse_document(text, source_name="written-in-editor.md")
+    except IngestError as exc:
+        return {"ok": False, "error": str(exc)}
+    names = {spec.slug: spec.name for spec in load_taxonomy()}
+    return {"ok": True, "title": parsed.title, "items": [
+        {"headline": item.headline, "pinned": item.pinned,
+         "topics": [names.get(t, t) for t in item.topics],
+         "excerpt": (item.body[:PREVIEW_EXCERPT] + "…"
+                     if len(item.body) > PREVIEW_EXCERPT else item.body)}
+        for item in parsed.items]}
+
+
+@router.post("/issues/new/preview.json")
+async def new_issue_preview(request: Request) -> Response:
+    value = form_of(request).get("text")
+    text = value[:MAX_UPLOAD_BYTES] if isinstance(value, str) else ""
+    # Parsing is CPU work: off the event loop, like the upload itself.
+    return JSONResponse(await run_in_threadpool(markdown_preview, text))
+
+
 @router.post("/issues/new")
 async def new_issue_submit(request: Request) -> Response:
     form = form_of(request)
@@ -182,9 +211,13 @@ def _editor_context(session: Session, issue: Issue) -> dict[str, Any]:
         select(Item).where(Item.issue_id == issue.id).order_by(col(Item.position), col(Item.id))
     ).all()
     tags = item_topic_slugs(session=session, item_ids=[i.id for i in items if i.id is not None])
+    topics = forms.all_topics(session)
+    editable = issue.status in (IssueStatus.draft, IssueStatus.approved, IssueStatus.scheduled)
     return {
         "items": [{"item": i, "topics": tags.get(i.id or 0, [])} for i in items],
-        "topics": forms.all_topics(session),
+        "topics": topics,
+        "topic_names": {t.slug: t.name for t in topics},
+        "last_change": last_change(session=session, issue_id=issue.id or 0) if editable else "",
         "editable": issue.status in (IssueStatus.draft, IssueStatus.approved,
                                      IssueStatus.scheduled),
     }
@@ -208,7 +241,8 @@ def issue_page(request: Request, issue_id: int, *, errors: dict[str, str] | None
                error_item: int | None = None, values: dict[str, str] | None = None,
                status_code: int = 200) -> Response:
     notice = {"existing": "This roundup was uploaded before; here is the issue made from it.",
-              "saved": "Saved."}.get(request.query_params.get("notice", ""), "")
+              "saved": "Saved.", "undone": "Undone."}.get(
+                  request.query_params.get("notice", ""), "")
     return issue_view(request, issue_id, "issue.html", _editor_context,
                       status_code=status_code, errors=errors or {}, error_item=error_item,
                       values=values or {}, notice=notice)
@@ -248,15 +282,25 @@ def commit_change(request: Request, issue_id: int, change: Callable[[Session, Is
 
 
 def _apply(request: Request, issue_id: int, change: Callable[[Session], object], *,
-           item_id: int | None = None, anchor: str = "") -> Response:
-    """One editorial change; errors re-show the editor with what was typed."""
+           item_id: int | None = None, anchor: str = "", label: str = "Changed the issue")\
+        -> Response:
+    """One editorial change, undoable; errors re-show the editor with what was typed.
+
+    `label` names the change in the notice ("{headline}" is the item's headline).
+    """
 
     def checked(session: Session, _issue: Issue) -> None:
+        headline = ""
         if item_id is not None:
             item = session.get(Item, item_id)
             if item is None or item.issue_id != issue_id:
                 raise LookupError(f"no item {item_id} in issue {issue_id}")
+            headline = item.headline
+        before = snapshot(session=session, issue_id=issue_id)
         change(session)
+        session.flush()
+        remember(session=session, issue_id=issue_id, before=before,
+                 label=label.replace("{headline}", f"“{headline[:80]}”"))
 
     def refused(exc: Exception) -> Response:
         values = {k: forms.text(form_of(request), k) for k in
@@ -274,7 +318,29 @@ def issue_save(request: Request, issue_id: int) -> Response:
     form = form_of(request)
     return _apply(request, issue_id, lambda s: update_issue(
         session=s, issue_id=issue_id, title=forms.text(form, "title"),
-        intro=_long_text(form, "intro")))
+        intro=_long_text(form, "intro")), label="Saved the title and intro")
+
+
+@router.post("/issues/{issue_id:int}/undo")
+def issue_undo(request: Request, issue_id: int) -> Response:
+    def refused(exc: Exception) -> Response:
+        return issue_page(request, issue_id, errors={"form": str(exc)}, status_code=409)
+
+    return commit_change(request, issue_id, lambda s, _i: undo(session=s, issue_id=issue_id),
+                         refused=refused, done=f"/editor/issues/{issue_id}?notice=undone")
+
+
+@router.post("/issues/{issue_id:int}/items/order")
+def items_reorder(request: Request, issue_id: int) -> Response:
+    """The new order from drag and drop: every item id once, comma-separated."""
+    raw = forms.text(form_of(request), "order")
+    try:
+        ids = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        ids = []
+    return _apply(request, issue_id,
+                  lambda s: reorder_items(session=s, issue_id=issue_id, item_ids=ids),
+                  label="Reordered the items")
 
 
 def _long_text(form: FormData, key: str) -> str:
@@ -294,7 +360,7 @@ def item_add(request: Request, issue_id: int) -> Response:
     fields = _item_fields(form_of(request))
     return _apply(request, issue_id,
                   lambda s: add_item(session=s, issue_id=issue_id, **fields),
-                  anchor="#items-end")
+                  anchor="#items-end", label=f"Added “{fields['headline'][:80]}”")
 
 
 @router.post("/issues/{issue_id:int}/items/{item_id:int}")
@@ -302,9 +368,13 @@ def item_save(request: Request, issue_id: int, item_id: int) -> Response:
     fields = _item_fields(form_of(request))
     return _apply(request, issue_id,
                   lambda s: update_item(session=s, item_id=item_id, **fields),
-                  item_id=item_id, anchor=f"#item-{item_id}")
+                  item_id=item_id, anchor=f"#item-{item_id}", label="Saved {headline}")
 
 
+LABELS = {"up": "Moved {headline} up", "down": "Moved {headline} down",
+          "pin": "Pinned {headline}", "unpin": "Unpinned {headline}",
+          "hide": "Hid {headline}", "show": "Showed {headline} again",
+          "delete": "Deleted {headline}"}
 ACTIONS = {
     "up": lambda s, i: move_item(session=s, item_id=i, direction="up"),
     "down": lambda s, i: move_item(session=s, item_id=i, direction="down"),
@@ -323,4 +393,4 @@ def item_action(request: Request, issue_id: int, item_id: int, action: str) -> R
         return not_found(request)
     anchor = "" if action == "delete" else f"#item-{item_id}"
     return _apply(request, issue_id, lambda s: change(s, item_id), item_id=item_id,
-                  anchor=anchor)
+                  anchor=anchor, label=LABELS[action])

@@ -9,6 +9,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
 
@@ -31,12 +32,15 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "roundup_editor"
 SESSION_SALT = "editor-session"
 SESSION_MAX_AGE = 12 * 3600
-PUBLIC_PATHS = frozenset({"/editor/login"})  # reachable while logged out
+# Reachable while logged out (route templates).
+PUBLIC_PATHS = frozenset({"/editor/login", "/editor/invite/{token}", "/editor/reset/{token}"})
 MAX_FORM_FIELDS = 400
 MAX_UPLOAD_BYTES = 1024 * 1024
 MAX_ID = 2**31 - 1  # PostgreSQL's integer; a longer number in a URL names nothing
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+# The request being handled, so a new session row can note where it logs in from.
+_request: ContextVar[Request | None] = ContextVar("editor_request", default=None)
 
 
 @contextmanager
@@ -53,7 +57,18 @@ def _serializer() -> URLSafeTimedSerializer:
 
 
 def session_cookie_value(editor: Editor) -> str:
-    return str(_serializer().dumps({"id": editor.id, "gen": editor.session_generation}))
+    """A new session (a row the editor can see and end) and the cookie naming it."""
+    from newsletter.team import start_session
+
+    request = _request.get()
+    ip = request.client.host if request is not None and request.client else ""
+    agent = request.headers.get("user-agent", "") if request is not None else ""
+    assert editor.id is not None
+    with db_session() as session:
+        sid = start_session(session=session, editor_id=editor.id, ip=ip, user_agent=agent)
+        session.commit()
+    return str(_serializer().dumps({"id": editor.id, "gen": editor.session_generation,
+                                    "sid": sid}))
 
 
 def set_session_cookie(response: Response, editor: Editor) -> None:
@@ -80,13 +95,28 @@ def editor_from_cookie(value: str | None) -> EditorPublic | None:
     except BadSignature:
         return None
     if (not isinstance(data, dict) or type(data.get("id")) is not int
-            or type(data.get("gen")) is not int):
+            or type(data.get("gen")) is not int or type(data.get("sid")) is not str):
         return None
+    from newsletter.team import session_is_live
+
     with db_session() as session:
         editor = session.get(Editor, data["id"])
         if editor is None or not editor.active or data["gen"] != editor.session_generation:
             return None
-        return EditorPublic(id=editor.id or 0, email=editor.email, name=editor.name)
+        if not session_is_live(session=session, sid=data["sid"], editor_id=data["id"]):
+            return None
+        return EditorPublic(id=editor.id or 0, email=editor.email, name=editor.name,
+                            role=editor.role)
+
+
+def session_id(request: Request) -> str:
+    """The id of this request's session row ("" when logged out)."""
+    try:
+        data = _serializer().loads(request.cookies.get(SESSION_COOKIE, ""),
+                                   max_age=SESSION_MAX_AGE)
+    except BadSignature:
+        return ""
+    return str(data.get("sid", "")) if isinstance(data, dict) else ""
 
 
 def csrf_binding(editor: EditorPublic | None, cookie: str | None) -> str:
@@ -126,6 +156,7 @@ class EditorRoute(APIRoute):
         public = self.path in PUBLIC_PATHS
 
         async def guarded(request: Request) -> Response:
+            _request.set(request)
             editor = await run_in_threadpool(
                 editor_from_cookie, request.cookies.get(SESSION_COOKIE)
             )
@@ -165,6 +196,14 @@ def current_editor(request: Request) -> EditorPublic:
     editor = request.state.editor
     assert editor is not None  # EditorRoute refuses anonymous requests first
     return editor
+
+
+def owners_only(request: Request) -> Response | None:
+    """The 403 page for an editor on an owner's page; None for owners."""
+    if current_editor(request).role == "owner":
+        return None
+    return error_page(request, "Owners only",
+                      "Only owners manage the team and the settings. Ask an owner.", 403)
 
 
 def page(request: Request, name: str, context: dict[str, Any] | None = None,
