@@ -262,3 +262,18 @@ class Click(SQLModel, table=True):
     issue_id: int = Field(index=True)
     item_id: int
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Provider webhooks (issue 8) ------------------------------------------------------
+
+
+class WebhookReceipt(SQLModel, table=True):
+    """A provider's event (SNS MessageId, Postmark ID, Mailgun token) acted on once: retries
+    and replays find it and change nothing. Written in the same transaction as the effect."""
+
+    __table_args__ = (UniqueConstraint("provider", "key", name="uq_webhook_receipt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=16)
+    key: str = Field(max_length=200)
+    at: datetime = Field(default_factory=utcnow, index=True)

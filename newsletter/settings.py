@@ -60,6 +60,19 @@ class Settings(BaseSettings):
     signup_cooldown_minutes: int = 15
     signup_rate_per_minute: int = 10
 
+    # --- provider webhooks and suppressions (issue 8) ---
+    # Each provider's webhook answers 503 until its secret is set.
+    webhook_secret: str = ""  # bearer secret of the generic /webhooks/bounces/generic
+    postmark_webhook_user: str = ""  # HTTP basic auth Postmark sends
+    postmark_webhook_password: str = ""
+    mailgun_webhook_signing_key: str = ""  # "HTTP webhook signing key" in Mailgun
+    # SNS topics whose SES notifications we accept (comma-separated ARNs): anyone can
+    # sign SNS messages from their own AWS account, so the topic is what proves it's ours.
+    ses_topic_arns: str = ""
+    # Bearer keys for /api/suppressions (comma-separated, so a new key can be added
+    # before the old one is removed); empty: those endpoints answer 503.
+    api_keys: str = ""
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:

@@ -1,0 +1,1 @@
+"""Mail coming back: bounces, complaints and unsubscribes, by SMTP, IMAP and webhooks."""

@@ -1,0 +1,144 @@
+"""POST /webhooks/bounces/<provider>: bounces and complaints reported by the relay
+(generic JSON, Amazon SES through SNS, Postmark, Mailgun). See newsletter/inbound/providers.py
+for what each provider sends and how it is authenticated.
+
+Every request is checked whole (authentication, then the payload) before anything is
+written, and written in one transaction with a receipt of the provider's event id, so a
+refused request changes nothing and a retried one changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from newsletter.inbound import providers
+from newsletter.inbound.providers import (
+    BadPayload,
+    Feedback,
+    NotConfigured,
+    Unauthorized,
+    UnknownProvider,
+    WebhookError,
+)
+from newsletter.inbound.sns import SnsClient, SnsError
+from newsletter.web.public import db_session
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+def sns_client(state: Any) -> SnsClient:
+    """One per app, so fetched certificates are cached; tests put their own in place."""
+    client = getattr(state, "sns_client", None)
+    if client is None:
+        client = SnsClient()
+        state.sns_client = client
+    return client
+
+
+def _answer(exc: WebhookError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=exc.headers)
+
+
+@router.post("/bounces/{provider}", summary="Bounces and complaints from the mail relay",
+             responses={401: {"description": "Bad signature or credentials; nothing changed"},
+                        503: {"description": "This provider's secret is not configured"}})
+async def bounces(provider: str, request: Request) -> JSONResponse:
+    """Records what the relay reports: hard and soft bounces, complaints, unsubscribes."""
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        # Database work and (for SES) fetching certificates: off the event loop.
+        result = await run_in_threadpool(
+            handle, provider, headers, body, sns_client(request.app.state))
+    except WebhookError as exc:
+        if exc.status_code >= 500:
+            log.error("webhook %s refused: %s", provider[:20], exc)
+        else:
+            log.warning("webhook %s refused (%s): %s", provider[:20], exc.status_code, exc)
+        return _answer(exc)
+    return JSONResponse(result)
+
+
+def handle(provider: str, headers: Mapping[str, str], body: bytes,
+           sns: SnsClient) -> dict[str, Any]:
+    auth = headers.get("authorization", "")
+    if provider == "generic":
+        providers.check_bearer(auth)
+        feedback = providers.parse_generic(providers.parse_json(body))
+        return _record("generic", feedback, key=headers.get("idempotency-key", ""))
+    if provider == "postmark":
+        providers.check_basic(auth)
+        payload = providers.parse_json(body)
+        feedback = providers.parse_postmark(payload)
+        record_type = str(payload.get("RecordType", ""))
+        key = f"{record_type}:{payload.get('ID')}" if payload.get("ID") is not None else ""
+        return _record("postmark", feedback, key=key)
+    if provider == "mailgun":
+        payload = providers.parse_json(body)
+        if not isinstance(payload, Mapping):
+            raise BadPayload("The body must be a JSON object.")
+        token = providers.check_mailgun(payload)
+        feedback = providers.parse_mailgun(payload)
+        return _record("mailgun", feedback, key=token, replay_refused=True)
+    if provider == "ses":
+        return _ses(headers, body, sns)
+    raise UnknownProvider(f"No webhook for {provider[:40]!r}: use one of "
+                          f"{', '.join(providers.PROVIDERS)}.")
+
+
+def _ses(headers: Mapping[str, str], body: bytes, sns: SnsClient) -> dict[str, Any]:
+    providers.check_ses_configured()
+    envelope = providers.parse_json(body)
+    if not isinstance(envelope, Mapping):
+        raise BadPayload("The body must be an SNS message (a JSON object).")
+    try:
+        sns.verify(envelope)
+    except SnsError as exc:
+        raise Unauthorized(f"Not a genuine SNS message: {exc}.") from None
+    topic = str(envelope.get("TopicArn", ""))
+    if not providers.topic_allowed(topic):
+        raise Unauthorized(f"SNS topic {topic[:200]} is not in SES_TOPIC_ARNS.")
+    kind = envelope.get("Type")
+    if kind == "SubscriptionConfirmation":
+        try:
+            sns.confirm(envelope)
+        except SnsError as exc:
+            raise BadPayload(str(exc)) from None
+        except ConnectionError as exc:
+            raise NotConfigured(str(exc)) from None  # 503: SNS sends the confirmation again
+        return {"confirmed": topic}
+    if kind == "UnsubscribeConfirmation":
+        log.warning("SNS reports this endpoint unsubscribed from %s", topic)
+        return {"recorded": 0}
+    try:
+        notification = json.loads(str(envelope.get("Message", "")))
+    except ValueError:
+        raise BadPayload("The SNS Message is not an SES notification (not JSON).") from None
+    feedback = providers.parse_ses(notification)
+    return _record("ses", feedback, key=str(envelope.get("MessageId", "")))
+
+
+def _record(provider: str, feedback: list[Feedback], *, key: str,
+            replay_refused: bool = False) -> dict[str, Any]:
+    with db_session() as session:
+        if not providers.claim_receipt(session=session, provider=provider, key=key):
+            session.rollback()
+            if replay_refused:
+                raise Unauthorized("This signed request was seen before (a replay).")
+            return {"recorded": 0, "duplicate": True}
+        outcomes = providers.record(session=session, feedback=feedback,
+                                    source=f"webhook:{provider}")
+        if secrets.randbelow(100) == 0:  # now and then, forget receipts older than 30 days
+            providers.prune_receipts(session=session)
+        session.commit()
+    log.info("webhook %s: %d event(s) recorded", provider, len(outcomes))
+    return {"recorded": len(outcomes), "received": len(feedback)}
