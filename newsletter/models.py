@@ -262,3 +262,22 @@ class Click(SQLModel, table=True):
     issue_id: int = Field(index=True)
     item_id: int
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Inbound mail and bounce policy (issue 8) -------------------------------------------
+
+
+class InboundMessage(SQLModel, table=True):
+    """A message that came back (bounce, complaint, unsubscribe, auto-reply, webhook event),
+    recorded once: the unique key makes processing the same message twice a no-op."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    # sha256 of the caller's key (the Message-ID, a provider's event id)
+    key: str = Field(max_length=64, unique=True, index=True)
+    ref: str = Field(default="", max_length=255)  # the caller's key, shortened, for people
+    source: str = Field(default="", max_length=32)  # smtp, imap, ses, postmark, ...
+    outcome: str = Field(default="", max_length=32, index=True)  # Outcome.kind
+    subscriber_id: int | None = Field(default=None, index=True)
+    issue_id: int | None = Field(default=None, index=True)
+    detail: str = Field(default="", max_length=1000)
+    received_at: datetime = Field(default_factory=utcnow, index=True)
