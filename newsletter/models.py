@@ -264,16 +264,20 @@ class Click(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, index=True)
 
 
-# --- Provider webhooks (issue 8) ------------------------------------------------------
+# --- Inbound mail and bounce policy (issue 8) -------------------------------------------
 
 
-class WebhookReceipt(SQLModel, table=True):
-    """A provider's event (SNS MessageId, Postmark ID, Mailgun token) acted on once: retries
-    and replays find it and change nothing. Written in the same transaction as the effect."""
-
-    __table_args__ = (UniqueConstraint("provider", "key", name="uq_webhook_receipt"),)
+class InboundMessage(SQLModel, table=True):
+    """A message that came back (bounce, complaint, unsubscribe, auto-reply, webhook event),
+    recorded once: the unique key makes processing the same message twice a no-op."""
 
     id: int | None = Field(default=None, primary_key=True)
-    provider: str = Field(max_length=16)
-    key: str = Field(max_length=200)
-    at: datetime = Field(default_factory=utcnow, index=True)
+    # sha256 of the caller's key (the Message-ID, a provider's event id)
+    key: str = Field(max_length=64, unique=True, index=True)
+    ref: str = Field(default="", max_length=255)  # the caller's key, shortened, for people
+    source: str = Field(default="", max_length=32)  # smtp, imap, ses, postmark, ...
+    outcome: str = Field(default="", max_length=32, index=True)  # Outcome.kind
+    subscriber_id: int | None = Field(default=None, index=True)
+    issue_id: int | None = Field(default=None, index=True)
+    detail: str = Field(default="", max_length=1000)
+    received_at: datetime = Field(default_factory=utcnow, index=True)

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     # before the old one is removed); empty: those endpoints answer 503.
     api_keys: str = ""
 
+    # --- Inbound mail and bounce policy (issue 8) ---
+    inbound_port: int = Field(default=2525, ge=1, le=65535)  # `newsletter inbound` SMTP port
+    inbound_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)  # larger mail: 552
+    soft_bounce_limit: int = Field(default=3, ge=1)  # soft bounces within 30 days to suppress
+    bounce_pause_rate: float = Field(default=5.0, gt=0, le=100)  # percent of hard bounces
+    imap_password: str = ""  # for `newsletter inbound --imap imaps://user@host/INBOX`
+    imap_processed_folder: str = "Processed"  # where recorded messages are moved
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:

@@ -19,21 +19,20 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import replace as with_fields
 from typing import Any
 
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from newsletter.models import Delivery, WebhookReceipt, utcnow
+from newsletter.inbound import policy
+from newsletter.inbound.policy import Outcome
+from newsletter.models import Delivery
 from newsletter.settings import settings
 from newsletter.subscribers import SubscriberError, get_by_email, normalise_email
 
 MIN_SECRET_LENGTH = 16  # shorter shared secrets can be guessed: treated as not configured
 MAILGUN_MAX_AGE = 600  # seconds a Mailgun signature stays acceptable (clock skew + retries)
 MAX_EVENTS = 500  # per request: a generic batch larger than this is refused with a 413
-RECEIPTS_KEPT = timedelta(days=30)
 
 PROVIDERS = ("generic", "ses", "postmark", "mailgun")
 
@@ -75,6 +74,8 @@ class Feedback:
     diagnostic: str = ""
     message_id: str = ""  # our Message-ID, when the payload carries it
     feedback_type: str = "abuse"
+    # The provider's id for this event: recorded once, so retries change nothing.
+    key: str | None = None
 
 
 # --- authentication -------------------------------------------------------------------
@@ -202,7 +203,8 @@ def parse_generic(payload: Any) -> list[Feedback]:
             kind=kind, email=_address(event.get("email"), where), hard=bool(hard),
             status=status, diagnostic=str(event.get("diagnostic", ""))[:1000],
             message_id=str(event.get("message_id", ""))[:255],
-            feedback_type=str(event.get("feedback_type", "abuse"))[:32] or "abuse"))
+            feedback_type=str(event.get("feedback_type", "abuse"))[:32] or "abuse",
+            key=f"generic:{event['id']}"[:200] if event.get("id") else None))
     return out
 
 
@@ -332,6 +334,14 @@ def parse_json(raw: bytes) -> Any:
 # --- recording ------------------------------------------------------------------------
 
 
+def keyed(feedback: Sequence[Feedback], key: str) -> list[Feedback]:
+    """Give each piece of feedback the provider's event id (per recipient: one SES
+    notification can name several), or leave them unkeyed when there is none."""
+    if not key:
+        return list(feedback)
+    return [with_fields(f, key=f"{key}:{f.email}") for f in feedback]
+
+
 def issue_for_message(*, session: Session, message_id: str) -> int | None:
     """The issue a message of ours belongs to, from the ledger's Message-ID."""
     if not message_id:
@@ -344,28 +354,9 @@ def issue_for_message(*, session: Session, message_id: str) -> int | None:
     ).first()
 
 
-def claim_receipt(*, session: Session, provider: str, key: str) -> bool:
-    """Record that this provider event is being acted on; False when it already was.
-    In the caller's transaction, so a failed request leaves the event to its retry."""
-    if not key:
-        return True
-    try:
-        with session.begin_nested():
-            session.add(WebhookReceipt(provider=provider, key=key[:200]))
-    except IntegrityError:
-        return False
-    return True
-
-
-def prune_receipts(*, session: Session) -> None:
-    session.exec(delete(WebhookReceipt).where(  # type: ignore[call-overload]
-        col(WebhookReceipt.at) < utcnow() - RECEIPTS_KEPT))
-
-
-def record(*, session: Session, feedback: Sequence[Feedback], source: str) -> list[Any]:
-    """Hand each piece of feedback to the bounce policy; the caller commits."""
-    from newsletter.inbound import policy
-
+def record(*, session: Session, feedback: Sequence[Feedback], source: str) -> list[Outcome]:
+    """Hand each piece of feedback to the bounce policy; the caller commits. An outcome
+    with `duplicate` set means that event was recorded before and nothing changed."""
     outcomes = []
     for item in feedback:
         sub = get_by_email(session=session, email=item.email)
@@ -375,13 +366,14 @@ def record(*, session: Session, feedback: Sequence[Feedback], source: str) -> li
             outcomes.append(policy.record_bounce(
                 session=session, email=item.email, subscriber_id=subscriber_id,
                 issue_id=issue_id, hard=item.hard, status=item.status,
-                diagnostic=item.diagnostic, source=source))
+                diagnostic=item.diagnostic, source=source, message_key=item.key))
         elif item.kind == "complaint":
             outcomes.append(policy.record_complaint(
                 session=session, email=item.email, subscriber_id=subscriber_id,
-                issue_id=issue_id, source=source, feedback_type=item.feedback_type))
+                issue_id=issue_id, source=source, feedback_type=item.feedback_type,
+                message_key=item.key))
         elif subscriber_id is not None:
             outcomes.append(policy.record_unsubscribe(
                 session=session, subscriber_id=subscriber_id, issue_id=issue_id,
-                source=source))
+                source=source, message_key=item.key))
     return outcomes

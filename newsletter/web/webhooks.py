@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,21 +73,23 @@ def handle(provider: str, headers: Mapping[str, str], body: bytes,
     if provider == "generic":
         providers.check_bearer(auth)
         feedback = providers.parse_generic(providers.parse_json(body))
-        return _record("generic", feedback, key=headers.get("idempotency-key", ""))
+        return _record("generic", feedback)
     if provider == "postmark":
         providers.check_basic(auth)
         payload = providers.parse_json(body)
         feedback = providers.parse_postmark(payload)
         record_type = str(payload.get("RecordType", ""))
-        key = f"{record_type}:{payload.get('ID')}" if payload.get("ID") is not None else ""
-        return _record("postmark", feedback, key=key)
+        key = (f"postmark:{record_type}:{payload.get('ID')}"
+               if payload.get("ID") is not None else "")
+        return _record("postmark", providers.keyed(feedback, key))
     if provider == "mailgun":
         payload = providers.parse_json(body)
         if not isinstance(payload, Mapping):
             raise BadPayload("The body must be a JSON object.")
         token = providers.check_mailgun(payload)
         feedback = providers.parse_mailgun(payload)
-        return _record("mailgun", feedback, key=token, replay_refused=True)
+        return _record("mailgun", providers.keyed(feedback, f"mailgun:{token}"),
+                       replay_refused=True)
     if provider == "ses":
         return _ses(headers, body, sns)
     raise UnknownProvider(f"No webhook for {provider[:40]!r}: use one of "
@@ -124,21 +125,20 @@ def _ses(headers: Mapping[str, str], body: bytes, sns: SnsClient) -> dict[str, A
     except ValueError:
         raise BadPayload("The SNS Message is not an SES notification (not JSON).") from None
     feedback = providers.parse_ses(notification)
-    return _record("ses", feedback, key=str(envelope.get("MessageId", "")))
+    message_id = str(envelope.get("MessageId", ""))
+    return _record("ses", providers.keyed(feedback, f"ses:{message_id}" if message_id else ""))
 
 
-def _record(provider: str, feedback: list[Feedback], *, key: str,
+def _record(provider: str, feedback: list[Feedback], *,
             replay_refused: bool = False) -> dict[str, Any]:
     with db_session() as session:
-        if not providers.claim_receipt(session=session, provider=provider, key=key):
-            session.rollback()
-            if replay_refused:
-                raise Unauthorized("This signed request was seen before (a replay).")
-            return {"recorded": 0, "duplicate": True}
         outcomes = providers.record(session=session, feedback=feedback,
-                                    source=f"webhook:{provider}")
-        if secrets.randbelow(100) == 0:  # now and then, forget receipts older than 30 days
-            providers.prune_receipts(session=session)
+                                    source=provider)
+        duplicates = sum(1 for o in outcomes if o.duplicate)
+        if duplicates and replay_refused:
+            session.rollback()
+            raise Unauthorized("This signed request was seen before (a replay).")
         session.commit()
-    log.info("webhook %s: %d event(s) recorded", provider, len(outcomes))
-    return {"recorded": len(outcomes), "received": len(feedback)}
+    recorded = len(outcomes) - duplicates
+    log.info("webhook %s: %d event(s) recorded, %d seen before", provider, recorded, duplicates)
+    return {"received": len(feedback), "recorded": recorded, "duplicates": duplicates}
