@@ -11,6 +11,7 @@ from newsletter.cli import (
     preview_cmds,
     send_cmds,
     subscriber_cmds,
+    suppression_cmds,
     web_cmds,
 )
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 
 for module in (
     core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds, editor_cmds,
+    suppression_cmds,
 ):
     module.register(app)
 
