@@ -136,7 +136,7 @@ def import_(
         console.print(f"Suppressed [bold green]{report.added}[/] address(es); "
                       f"{report.existing} already on the list.")
         for message in report.errors(file):
-            err_console.print(f"[red]{escape(message)}[/]", highlight=False)
+            typer.echo(message, err=True)  # one line each, never wrapped: FILE:LINE: why
     if report.rejected:
         raise typer.Exit(1)
 
