@@ -495,3 +495,12 @@ def test_mailgun_complaint_unsubscribes(client, hooks, session, reader):
                                         token="tok-c")).status_code == 200
     assert status_of(session, sub) == "unsubscribed"
     assert session.get(Suppression, "reader@example.org") is not None
+
+
+def test_postmark_bounce_with_a_large_original_message_is_accepted(
+        client, hooks, session, reader):
+    sub, issue = reader
+    content = f"Message-ID: {MESSAGE_ID}\r\nSubject: hi\r\n\r\n" + "x" * 200_000
+    response = postmark(client, pm_bounce("reader@example.org", Content=content))
+    assert response.status_code == 200, response.text[:200]
+    assert status_of(session, sub) == "bounced"
