@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from newsletter.cli.common import cli_session, console, err_console, fail, print_json
+from newsletter.cli.common import cli_session, console, fail, print_json, progress_bar
 from newsletter.inbound.suppressions import (
     SuppressionError,
     add_suppression,
@@ -118,14 +117,9 @@ def import_(
 
     Bad lines are reported as FILE:LINE and the command exits 1; the others are imported."""
     try:
-        with cli_session() as session, Progress(
-            TextColumn("Importing"), BarColumn(), MofNCompleteColumn(), console=err_console,
-            transient=True, disable=as_json,
-        ) as progress:
-            task = progress.add_task("import", total=None)
-            report = import_csv(
-                session=session, path=file, reason=reason, source="cli",
-                progress=lambda done, total: progress.update(task, completed=done, total=total))
+        with cli_session() as session, progress_bar("Importing", disable=as_json) as update:
+            report = import_csv(session=session, path=file, reason=reason, source="cli",
+                                progress=update)
     except SuppressionError as exc:
         fail(str(exc))
     if as_json:
