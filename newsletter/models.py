@@ -234,7 +234,7 @@ class Delivery(SQLModel, table=True):
     lease_until: datetime | None = None
     claim_token: str = Field(default="", max_length=36, index=True)  # which task holds the lease
     next_attempt_at: datetime | None = None  # 4xx backoff: not before this time
-    message_id: str = Field(default="", max_length=255)
+    message_id: str = Field(default="", max_length=255, index=True)  # bounces find rows by it
     error: str = Field(default="", max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

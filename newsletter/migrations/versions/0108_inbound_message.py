@@ -1,4 +1,4 @@
-"""inbound_message: bounces, complaints and unsubscribes that came back, recorded once
+"""inboundmessage: mail that came back, recorded once; delivery.message_id index
 
 Revision ID: 0108
 Revises: 0004
@@ -32,7 +32,10 @@ def upgrade() -> None:
     op.create_index('ix_inboundmessage_subscriber_id', 'inboundmessage', ['subscriber_id'])
     op.create_index('ix_inboundmessage_issue_id', 'inboundmessage', ['issue_id'])
     op.create_index('ix_inboundmessage_received_at', 'inboundmessage', ['received_at'])
+    # A DSN that quotes our Message-ID finds its ledger row without a table scan.
+    op.create_index('ix_delivery_message_id', 'delivery', ['message_id'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_delivery_message_id', table_name='delivery')
     op.drop_table('inboundmessage')
