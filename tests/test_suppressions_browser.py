@@ -58,3 +58,36 @@ def test_suppressions_page_adds_and_removes_and_fits_a_phone(
     page.wait_for_url("**q=old3*")
     assert page.locator("table.suppressions tbody tr").count() == 1
     screenshot(page, "editor-suppressions-search", widths=(375,))
+
+
+def test_send_page_feedback_card_fits_a_phone(
+        session, make_subscriber, make_issue, live_server, browser_page):
+    from datetime import UTC, datetime
+
+    from newsletter.inbound import policy
+    from newsletter.models import Delivery, DeliveryStatus, IssueStatus
+
+    account = create_editor(session)
+    issue = make_issue(title="A week with bounces", status=IssueStatus.sent)
+    subs = [make_subscriber(email=f"r{i}@example.org") for i in range(6)]
+    for sub in subs:
+        session.add(Delivery(issue_id=issue.id, subscriber_id=sub.id,
+                             status=DeliveryStatus.sent, sent_at=datetime.now(UTC)))
+    policy.record_bounce(session=session, email=subs[0].email, subscriber_id=subs[0].id,
+                         issue_id=issue.id, hard=True, status="5.1.1", diagnostic="unknown",
+                         source="test")
+    policy.record_complaint(session=session, email=subs[1].email, subscriber_id=subs[1].id,
+                            issue_id=issue.id, source="test")
+    session.commit()
+
+    page = browser_page
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(f"{live_server.url}/editor/issues/{issue.id}/send")
+    page.fill("input[name=email]", account.email)
+    page.fill("input[name=password]", account.password)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(f"**/editor/issues/{issue.id}/send")
+    card = page.locator("#feedback")
+    assert "1 16.67 %" in " ".join(card.locator("[data-key=hard]").inner_text().split())
+    assert card.locator("[data-key=unsubscribes]").inner_text().startswith("1")
+    screenshot(page, "editor-send-feedback")

@@ -94,5 +94,5 @@ def test_console_send_page_shows_the_feedback(editor_client, feedback_reported):
     page = editor_client.get(f"/editor/issues/{feedback_reported.id}/send")
     assert page.status_code == 200
     assert 'id="feedback"' in page.text
-    assert 'data-key="hard">2 <small class="hint">25.00 %' in page.text
-    assert 'data-key="complaints">1 <small class="hint">12.50 %' in page.text
+    assert 'data-key="hard">2 <small class="hint">25.00&nbsp;%' in page.text
+    assert 'data-key="complaints">1 <small class="hint">12.50&nbsp;%' in page.text

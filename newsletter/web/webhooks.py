@@ -60,9 +60,9 @@ async def bounces(provider: str, request: Request) -> JSONResponse:
             handle, provider, headers, body, sns_client(request.app.state))
     except WebhookError as exc:
         if exc.status_code >= 500:
-            log.error("webhook %s refused: %s", provider[:20], exc)
+            log.error("webhook %r refused: %s", provider[:20], exc)
         else:
-            log.warning("webhook %s refused (%s): %s", provider[:20], exc.status_code, exc)
+            log.warning("webhook %r refused (%s): %s", provider[:20], exc.status_code, exc)
         return _answer(exc)
     return JSONResponse(result)
 
