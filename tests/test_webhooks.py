@@ -504,3 +504,24 @@ def test_postmark_bounce_with_a_large_original_message_is_accepted(
     response = postmark(client, pm_bounce("reader@example.org", Content=content))
     assert response.status_code == 200, response.text[:200]
     assert status_of(session, sub) == "bounced"
+
+
+def test_ses_certificate_that_cannot_be_fetched_is_503_so_sns_retries(
+        client, hooks, session, reader, signing_key, web_app):
+    def unreachable(url: str) -> bytes:
+        raise OSError("connection timed out")
+
+    web_app.state.sns_client = SnsClient(fetch=unreachable)
+    before = state(session)
+    msg = sns_message(signing_key[0], "Notification", Message=ses_bounce("reader@example.org"))
+    response = post_sns(client, msg)
+    assert response.status_code == 503
+    assert "connection timed out" in response.json()["detail"]
+    assert state(session) == before
+
+
+def test_default_fetcher_refuses_urls_off_sns_hosts_without_connecting():
+    from newsletter.inbound.sns import SnsError, fetch_url
+
+    with pytest.raises(SnsError, match="refusing to fetch"):
+        fetch_url("https://127.0.0.1:1/not-sns.pem")

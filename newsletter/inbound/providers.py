@@ -55,6 +55,12 @@ class NotConfigured(WebhookError):
     status_code = 503
 
 
+class Unavailable(WebhookError):
+    """Something on the way failed (fetching a certificate): the provider should retry."""
+
+    status_code = 503
+
+
 class BadPayload(WebhookError):
     status_code = 400
 

@@ -110,7 +110,10 @@ class SnsClient:
         except SnsError:
             raise
         except Exception as exc:  # network errors, a body that is no certificate
-            raise SnsError(f"could not load the signing certificate: {exc}") from exc
+            # Only AWS serves that URL (https, checked host): a failure is on the way
+            # there, so SNS should retry (503), not be told the message was forged.
+            raise ConnectionError(f"could not load the SNS signing certificate {url}: "
+                                  f"{exc}") from exc
         key = cert.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise SnsError("the signing certificate has no RSA key")
@@ -121,7 +124,8 @@ class SnsClient:
         return key
 
     def verify(self, message: Mapping[str, Any]) -> None:
-        """Raise SnsError unless `message` carries a valid SNS signature."""
+        """Raise SnsError unless `message` carries a valid SNS signature (ConnectionError
+        when the certificate cannot be fetched)."""
         version = str(message.get("SignatureVersion", ""))
         algorithm = _HASHES.get(version)
         if algorithm is None:

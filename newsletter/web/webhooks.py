@@ -22,8 +22,8 @@ from newsletter.inbound import providers
 from newsletter.inbound.providers import (
     BadPayload,
     Feedback,
-    NotConfigured,
     Unauthorized,
+    Unavailable,
     UnknownProvider,
     WebhookError,
 )
@@ -105,6 +105,8 @@ def _ses(headers: Mapping[str, str], body: bytes, sns: SnsClient) -> dict[str, A
         sns.verify(envelope)
     except SnsError as exc:
         raise Unauthorized(f"Not a genuine SNS message: {exc}.") from None
+    except ConnectionError as exc:
+        raise Unavailable(str(exc)) from None
     topic = str(envelope.get("TopicArn", ""))
     if not providers.topic_allowed(topic):
         raise Unauthorized(f"SNS topic {topic[:200]} is not in SES_TOPIC_ARNS.")
@@ -115,7 +117,7 @@ def _ses(headers: Mapping[str, str], body: bytes, sns: SnsClient) -> dict[str, A
         except SnsError as exc:
             raise BadPayload(str(exc)) from None
         except ConnectionError as exc:
-            raise NotConfigured(str(exc)) from None  # 503: SNS sends the confirmation again
+            raise Unavailable(str(exc)) from None  # 503: SNS sends the confirmation again
         return {"confirmed": topic}
     if kind == "UnsubscribeConfirmation":
         log.warning("SNS reports this endpoint unsubscribed from %s", topic)
