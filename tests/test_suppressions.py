@@ -274,3 +274,23 @@ def test_console_page_needs_a_login(anon_client, session):
     response = anon_client.get("/editor/suppressions", follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"].startswith("/editor/login")
+
+
+def test_cli_list_all_pages_through_everything(runner, session):
+    for i in range(205):
+        session.add(Suppression(email=f"s{i:03}@example.org", reason="bulk"))
+    session.commit()
+    page = json.loads(runner.invoke(app, ["suppressions", "list", "--json"]).stdout)
+    assert page["total"] == 205 and len(page["suppressions"]) == 100
+    every = json.loads(runner.invoke(app, ["suppressions", "list", "--json", "--all"]).stdout)
+    assert len({r["email"] for r in every["suppressions"]}) == 205
+
+
+def test_console_shows_whose_address_it_is(editor_client, session, make_subscriber):
+    make_subscriber(email="sub@example.org")
+    session.add(Suppression(email="sub@example.org", reason="r"))
+    session.add(Suppression(email="stranger@example.org", reason="r"))
+    session.commit()
+    text = editor_client.get("/editor/suppressions").text
+    assert 'class="badge status-confirmed">confirmed' in text
+    assert "not a subscriber" in text

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from newsletter.cli.common import cli_session, console, fail, print_json, progress_bar
 from newsletter.inbound.suppressions import (
+    MAX_PAGE,
     SuppressionError,
     add_suppression,
     clean_address,
@@ -27,12 +28,19 @@ def list_(
     search: str = typer.Option("", "--search", "-s", help="Part of an address or reason."),
     limit: int = typer.Option(100, min=1, max=200, help="Rows to show (200 at most)."),
     offset: int = typer.Option(0, min=0, help="Rows to skip, for the next page."),
+    every: bool = typer.Option(False, "--all", help="Every row (e.g. to export with --json)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List suppressed addresses, newest first, with the reason and date."""
     with cli_session() as session:
         rows, total = list_suppressions(session=session, search=search, offset=offset,
-                                        limit=limit)
+                                        limit=limit if not every else MAX_PAGE)
+        while every and offset + len(rows) < total:
+            more, _ = list_suppressions(session=session, search=search,
+                                        offset=offset + len(rows), limit=MAX_PAGE)
+            if not more:
+                break
+            rows += more
         data = [{"email": r.email, "reason": r.reason, "created_at": r.created_at.isoformat()}
                 for r in rows]
     if as_json:

@@ -83,6 +83,15 @@ def list_suppressions(*, session: Session, search: str = "", offset: int = 0,
     return list(rows), total
 
 
+def subscriber_statuses(*, session: Session, emails: list[str]) -> dict[str, str]:
+    """address -> subscriber status, for the addresses that belong to a subscriber."""
+    if not emails:
+        return {}
+    return dict(session.exec(
+        select(Subscriber.email, Subscriber.status).where(col(Subscriber.email).in_(emails))
+    ).all())
+
+
 def add_suppression(*, session: Session, email: str, reason: str = "", source: str) -> bool:
     """Suppress an address (subscriber or not). False when it already was: the first
     reason and date are kept, as they say why it was suppressed in the first place."""

@@ -14,6 +14,7 @@ from newsletter.inbound.suppressions import (
     clean_address,
     list_suppressions,
     remove_suppression,
+    subscriber_statuses,
 )
 from newsletter.web import forms
 from newsletter.web.editor.routing import (
@@ -51,6 +52,7 @@ def suppressions_page(request: Request, *, error: str = "", email: str = "", rea
     with db_session() as session:
         rows, total = list_suppressions(session=session, search=search,
                                         offset=(number - 1) * PER_PAGE, limit=PER_PAGE)
+        statuses = subscriber_statuses(session=session, emails=[r.email for r in rows])
     pages = max(1, -(-total // PER_PAGE))
     notice = ""
     template = NOTICES.get(request.query_params.get("notice", ""))
@@ -62,7 +64,8 @@ def suppressions_page(request: Request, *, error: str = "", email: str = "", rea
                                                     (("q", search), ("page", n)) if v})
 
     return page(request, "suppressions.html", {
-        "nav": "suppressions", "rows": rows, "total": total, "search": search,
+        "nav": "suppressions", "rows": rows, "statuses": statuses, "total": total,
+        "search": search,
         "page_number": number, "pages": pages, "first": (number - 1) * PER_PAGE + 1,
         "prev_url": link(number - 1) if number > 1 else "",
         "next_url": link(number + 1) if number < pages else "",
