@@ -525,3 +525,24 @@ def test_default_fetcher_refuses_urls_off_sns_hosts_without_connecting():
 
     with pytest.raises(SnsError, match="refusing to fetch"):
         fetch_url("https://127.0.0.1:1/not-sns.pem")
+
+
+def test_mailgun_retries_of_one_message_failing_temporarily_are_one_soft_bounce(
+        client, hooks, session, reader, web_settings, monkeypatch):
+    sub, _ = reader
+    monkeypatch.setattr(web_settings, "soft_bounce_limit", 2)
+    for attempt in range(3):  # Mailgun reports each failed retry with a fresh token
+        body = mailgun_body("reader@example.org", severity="temporary", token=f"tok-r{attempt}")
+        assert mailgun(client, body).status_code == 200
+    assert [e.kind for e in events_of(session, sub)].count("soft_bounced") == 1
+    assert status_of(session, sub) == "confirmed"
+
+
+def test_mailgun_giving_up_on_a_message_is_not_a_hard_bounce(client, hooks, session, reader):
+    sub, _ = reader
+    body = mailgun_body("reader@example.org", token="tok-old")
+    body["event-data"]["reason"] = "old"
+    body["event-data"]["delivery-status"] = {"message": "Too old", "code": 498}
+    assert mailgun(client, body).status_code == 200
+    assert status_of(session, sub) == "confirmed"
+    assert [e.kind for e in events_of(session, sub)].count("soft_bounced") == 1

@@ -303,9 +303,18 @@ def _postmark_headers(body: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"name": "Message-ID", "value": found.group(1)}] if found else []
 
 
-def parse_mailgun(payload: Any) -> list[Feedback]:
+# Mailgun's reasons for a permanent failure that say nothing about the address: it gave
+# up retrying ("old") or its own sending was blocked ("espblock"). Counted as soft.
+MAILGUN_NOT_THE_ADDRESS = {"old", "espblock"}
+
+
+def parse_mailgun(payload: Any, *, token: str = "") -> list[Feedback]:
     """Mailgun's `failed` (severity permanent = hard, temporary = soft), `complained`
-    and `unsubscribed` events; others are ignored."""
+    and `unsubscribed` events; others are ignored.
+
+    Mailgun reports a temporary failure on every retry of one message, so those are
+    keyed by the message: one soft bounce per message, however many retries failed.
+    """
     body = _object(payload, "The body")
     data = _object(body.get("event-data"), "event-data")
     event = str(data.get("event", ""))
@@ -314,20 +323,25 @@ def parse_mailgun(payload: Any) -> list[Feedback]:
     assert isinstance(message, Mapping)
     raw_id = _header(message.get("headers"), "message-id").strip()
     message_id = f"<{raw_id.strip('<>')}>" if raw_id else ""
-    if event == "failed":
-        status = data.get("delivery-status")
-        status = status if isinstance(status, Mapping) else {}
-        diagnostic = str(status.get("message") or status.get("description")
-                         or data.get("reason") or "")
-        code = _status_code(status.get("enhanced-code")) or _status_code(diagnostic)
-        return [Feedback(kind="bounce", email=email,
-                         hard=data.get("severity") == "permanent", status=code,
-                         diagnostic=diagnostic[:1000], message_id=message_id)]
-    if event == "complained":
-        return [Feedback(kind="complaint", email=email, message_id=message_id)]
-    if event == "unsubscribed":
-        return [Feedback(kind="unsubscribe", email=email, message_id=message_id)]
-    return []
+    event_key = f"mailgun:{data.get('id') or token}" if data.get("id") or token else None
+    reason = str(data.get("reason") or "")
+    if event == "complained" or reason == "suppress-complaint":
+        return [Feedback(kind="complaint", email=email, message_id=message_id, key=event_key)]
+    if event == "unsubscribed" or reason == "suppress-unsubscribe":
+        return [Feedback(kind="unsubscribe", email=email, message_id=message_id,
+                         key=event_key)]
+    if event != "failed":
+        return []
+    status = data.get("delivery-status")
+    status = status if isinstance(status, Mapping) else {}
+    diagnostic = str(status.get("message") or status.get("description") or reason)
+    code = _status_code(status.get("enhanced-code")) or _status_code(diagnostic)
+    hard = data.get("severity") == "permanent" and reason not in MAILGUN_NOT_THE_ADDRESS
+    key = event_key
+    if not hard and (message_id or token):
+        key = f"mailgun:soft:{message_id or token}:{email}"
+    return [Feedback(kind="bounce", email=email, hard=hard, status=code,
+                     diagnostic=diagnostic[:1000], message_id=message_id, key=key)]
 
 
 def parse_json(raw: bytes) -> Any:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from newsletter.inbound import providers
+from newsletter.inbound import policy, providers
 from newsletter.inbound.providers import (
     BadPayload,
     Feedback,
@@ -87,9 +87,8 @@ def handle(provider: str, headers: Mapping[str, str], body: bytes,
         if not isinstance(payload, Mapping):
             raise BadPayload("The body must be a JSON object.")
         token = providers.check_mailgun(payload)
-        feedback = providers.parse_mailgun(payload)
-        return _record("mailgun", providers.keyed(feedback, f"mailgun:{token}"),
-                       replay_refused=True)
+        feedback = providers.parse_mailgun(payload, token=token)
+        return _record("mailgun", feedback, replay_guard=f"mailgun-token:{token}")
     if provider == "ses":
         return _ses(headers, body, sns)
     raise UnknownProvider(f"No webhook for {provider[:40]!r}: use one of "
@@ -132,15 +131,18 @@ def _ses(headers: Mapping[str, str], body: bytes, sns: SnsClient) -> dict[str, A
 
 
 def _record(provider: str, feedback: list[Feedback], *,
-            replay_refused: bool = False) -> dict[str, Any]:
+            replay_guard: str = "") -> dict[str, Any]:
+    """Record the feedback in one transaction. `replay_guard`: a signed token that may be
+    used once (Mailgun's); seen before, the whole request is refused as a replay."""
     with db_session() as session:
-        outcomes = providers.record(session=session, feedback=feedback,
-                                    source=provider)
-        duplicates = sum(1 for o in outcomes if o.duplicate)
-        if duplicates and replay_refused:
+        if replay_guard and policy.record_ignored(
+                session=session, message_key=replay_guard, source=provider,
+                reason="webhook signature token, kept to refuse replays").duplicate:
             session.rollback()
             raise Unauthorized("This signed request was seen before (a replay).")
+        outcomes = providers.record(session=session, feedback=feedback, source=provider)
         session.commit()
+    duplicates = sum(1 for o in outcomes if o.duplicate)
     recorded = len(outcomes) - duplicates
     log.info("webhook %s: %d event(s) recorded, %d seen before", provider, recorded, duplicates)
     return {"received": len(feedback), "recorded": recorded, "duplicates": duplicates}
