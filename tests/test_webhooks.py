@@ -546,3 +546,28 @@ def test_mailgun_giving_up_on_a_message_is_not_a_hard_bounce(client, hooks, sess
     assert mailgun(client, body).status_code == 200
     assert status_of(session, sub) == "confirmed"
     assert [e.kind for e in events_of(session, sub)].count("soft_bounced") == 1
+
+
+def test_postmark_soft_bounces_of_one_message_count_once(client, hooks, session, reader):
+    sub, _ = reader
+    for record_id in (100, 101):
+        body = pm_bounce("reader@example.org", "Transient", ID=record_id,
+                         MessageID="883953f4-6105-42a2-a16a-77a8eac79483")
+        assert postmark(client, body).status_code == 200
+    assert [e.kind for e in events_of(session, sub)].count("soft_bounced") == 1
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[" * 100_000, b'"a string"', b"[1, 2]",
+                                  b'{"events": [1]}', b'{"events": []}'])
+def test_generic_malformed_bodies_are_400_not_500(client, hooks, session, body):
+    response = client.post("/webhooks/bounces/generic", content=body,
+                           headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+    assert response.status_code == 400, response.text[:200]
+
+
+@pytest.mark.parametrize("provider", ["postmark", "mailgun"])
+def test_provider_bodies_that_are_not_objects_are_rejected_cleanly(
+        client, hooks, session, provider):
+    response = client.post(f"/webhooks/bounces/{provider}", content=b"[1, 2]",
+                           auth=(PM_USER, PM_PASSWORD))
+    assert response.status_code in (400, 401)

@@ -277,7 +277,9 @@ POSTMARK_IGNORED = {"AutoResponder", "Subscribe", "AddressChange", "OpenRelayTes
 
 
 def parse_postmark(payload: Any) -> list[Feedback]:
-    """Postmark's Bounce and SpamComplaint webhooks (RecordType); others are ignored."""
+    """Postmark's Bounce and SpamComplaint webhooks (RecordType); others are ignored.
+    A soft bounce counts once per message (Postmark's MessageID), however often it is
+    reported while Postmark retries; everything else once per record (ID)."""
     body = _object(payload, "The body")
     record = str(body.get("RecordType", ""))
     if record not in ("Bounce", "SpamComplaint"):
@@ -285,16 +287,19 @@ def parse_postmark(payload: Any) -> list[Feedback]:
     email = _address(body.get("Email"), "Email")
     message_id = _header(_postmark_headers(body), "message-id")
     bounce_type = str(body.get("Type", ""))
+    key = f"postmark:{record}:{body['ID']}" if body.get("ID") is not None else None
     if record == "SpamComplaint" or bounce_type == "SpamComplaint":
-        return [Feedback(kind="complaint", email=email, message_id=message_id)]
+        return [Feedback(kind="complaint", email=email, message_id=message_id, key=key)]
     if bounce_type == "Unsubscribe":
-        return [Feedback(kind="unsubscribe", email=email, message_id=message_id)]
+        return [Feedback(kind="unsubscribe", email=email, message_id=message_id, key=key)]
     if bounce_type in POSTMARK_IGNORED:
         return []
+    hard = bounce_type in POSTMARK_HARD
+    if not hard and body.get("MessageID"):
+        key = f"postmark:soft:{body['MessageID']}:{email}"
     details = str(body.get("Details") or body.get("Description") or bounce_type)
-    return [Feedback(kind="bounce", email=email, hard=bounce_type in POSTMARK_HARD,
-                     status=_status_code(details), diagnostic=details[:1000],
-                     message_id=message_id)]
+    return [Feedback(kind="bounce", email=email, hard=hard, status=_status_code(details),
+                     diagnostic=details[:1000], message_id=message_id, key=key)]
 
 
 def _postmark_headers(body: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -347,7 +352,7 @@ def parse_mailgun(payload: Any, *, token: str = "") -> list[Feedback]:
 def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadPayload("The body is not JSON.") from None
 
 

@@ -76,12 +76,8 @@ def handle(provider: str, headers: Mapping[str, str], body: bytes,
         return _record("generic", feedback)
     if provider == "postmark":
         providers.check_basic(auth)
-        payload = providers.parse_json(body)
-        feedback = providers.parse_postmark(payload)
-        record_type = str(payload.get("RecordType", ""))
-        key = (f"postmark:{record_type}:{payload.get('ID')}"
-               if payload.get("ID") is not None else "")
-        return _record("postmark", providers.keyed(feedback, key))
+        feedback = providers.parse_postmark(providers.parse_json(body))
+        return _record("postmark", feedback)
     if provider == "mailgun":
         payload = providers.parse_json(body)
         if not isinstance(payload, Mapping):
