@@ -12,6 +12,17 @@ from tests.fixtures.web import screenshot
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
+def open_as_editor(page, server, account, path):
+    """At phone width, open `path`, log in on the page it leads to, and come back."""
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(f"{server.url}{path}")
+    page.fill("input[name=email]", account.email)
+    page.fill("input[name=password]", account.password)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(f"**{path}")
+    return page
+
+
 def test_suppressions_page_adds_and_removes_and_fits_a_phone(
         session, make_subscriber, live_server, browser_page):
     account = create_editor(session)
@@ -25,13 +36,7 @@ def test_suppressions_page_adds_and_removes_and_fits_a_phone(
         session.add(Suppression(email=f"old{i}@example.org", reason="imported from old.csv"))
     session.commit()
 
-    page = browser_page
-    page.set_viewport_size({"width": 375, "height": 800})
-    page.goto(f"{live_server.url}/editor/suppressions")
-    page.fill("input[name=email]", account.email)
-    page.fill("input[name=password]", account.password)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url("**/editor/suppressions")
+    page = open_as_editor(browser_page, live_server, account, "/editor/suppressions")
 
     page.fill("#suppress-form input[name=email]", "Reader@Example.org")
     page.fill("#suppress-form input[name=reason]", "asked us by phone")
@@ -80,13 +85,7 @@ def test_send_page_feedback_card_fits_a_phone(
                             issue_id=issue.id, source="test")
     session.commit()
 
-    page = browser_page
-    page.set_viewport_size({"width": 375, "height": 800})
-    page.goto(f"{live_server.url}/editor/issues/{issue.id}/send")
-    page.fill("input[name=email]", account.email)
-    page.fill("input[name=password]", account.password)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"**/editor/issues/{issue.id}/send")
+    page = open_as_editor(browser_page, live_server, account, f"/editor/issues/{issue.id}/send")
     card = page.locator("#feedback")
     assert "1 16.67 %" in " ".join(card.locator("[data-key=hard]").inner_text().split())
     assert card.locator("[data-key=unsubscribes]").inner_text().startswith("1")
