@@ -24,6 +24,8 @@ def inbound(
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every SMTP command at INFO: one line per message of ours is enough.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     ensure_database()
     if imap:
         from newsletter.inbound.imap import ImapUrlError, parse_imap_url, run_poller

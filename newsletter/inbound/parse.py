@@ -83,38 +83,32 @@ def _is_report(msg: Message, report_type: str) -> bool:
         part.get_content_type() == f"message/{report_type}" for part in msg.walk())
 
 
-def _returned_message_ids(msg: Message) -> list[str]:
-    """Message-IDs of our mail quoted in a report (message/rfc822, text/rfc822-headers)."""
-    ids: list[str] = []
+def _returned_headers(msg: Message) -> list[Message]:
+    """The headers of our mail quoted in a report (message/rfc822, text/rfc822-headers)."""
+    found: list[Message] = []
     for part in msg.walk():
         ctype = part.get_content_type()
         if ctype == "message/rfc822":
             inner = part.get_payload()
-            for sub in inner if isinstance(inner, list) else [inner]:
-                if isinstance(sub, Message) and sub.get("Message-ID"):
-                    ids.append(str(sub["Message-ID"]).strip())
+            found += [m for m in (inner if isinstance(inner, list) else [inner])
+                      if isinstance(m, Message)]
         elif ctype == "text/rfc822-headers":
-            body = part.get_payload(decode=True) or b""
-            headers = email.message_from_bytes(body if isinstance(body, bytes) else b"")
-            if headers.get("Message-ID"):
-                ids.append(str(headers["Message-ID"]).strip())
-    return [m for m in ids if _MESSAGE_ID.fullmatch(m)]
+            body = part.get_payload(decode=True)
+            found.append(email.message_from_bytes(body if isinstance(body, bytes) else b""))
+    return found
 
 
-def _returned_verp(msg: Message) -> tuple[int, int | None] | None:
-    """The VERP address in the Return-Path of a returned or complained-about message."""
-    for part in msg.walk():
-        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
-            payload = part.get_payload()
-            inner = payload[0] if isinstance(payload, list) and payload else None
-            if part.get_content_type() == "text/rfc822-headers":
-                raw = part.get_payload(decode=True)
-                inner = email.message_from_bytes(raw if isinstance(raw, bytes) else b"")
-            if isinstance(inner, Message):
-                verp = verp_of(str(inner.get("Return-Path", "")))
-                if verp:
-                    return verp
-    return None
+def _returned_ids_and_verp(
+        msg: Message) -> tuple[list[str], tuple[int, int | None] | None]:
+    """Message-IDs of our returned mail, and the VERP address in its Return-Path."""
+    ids: list[str] = []
+    verp = None
+    for headers in _returned_headers(msg):
+        mid = str(headers.get("Message-ID", "")).strip()
+        if _MESSAGE_ID.fullmatch(mid):
+            ids.append(mid)
+        verp = verp or verp_of(str(headers.get("Return-Path", "")))
+    return ids, verp
 
 
 def verp_of(address: str) -> tuple[int, int | None] | None:
@@ -296,6 +290,5 @@ def _classify(msg: Message, reading: Reading, *, recipient: str, mail_from: str)
             reading.kind, reading.auto_kind = AUTO_REPLY, auto
     if reading.kind == UNKNOWN and not reading.reason:
         reading.reason = "not a bounce, complaint or auto-reply"
-    reading.original_message_ids = _returned_message_ids(msg)
-    if reading.verp is None:
-        reading.verp = _returned_verp(msg)
+    reading.original_message_ids, returned_verp = _returned_ids_and_verp(msg)
+    reading.verp = reading.verp or returned_verp

@@ -45,10 +45,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, func, select, update
+from sqlalchemy import DateTime, Integer, bindparam, distinct, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -110,32 +112,38 @@ def key_hash(message_key: str) -> str:
     return hashlib.sha256(message_key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _claim(session: Session, message_key: str | None, source: str) -> InboundMessage | None | bool:
-    """Insert the message's row; False if it was recorded before, None without a key."""
+_TABLE = InboundMessage.__table__  # type: ignore[attr-defined]
+
+
+def _claim(session: Session, message_key: str | None, source: str) -> str | None | bool:
+    """Insert the message's row: its key hash, False if it was recorded before, None
+    without a key. One INSERT .. ON CONFLICT DO NOTHING: a receiver racing on the same
+    message waits on the unique key and then finds it taken (no read-then-write)."""
     if message_key is None:
         return None
     digest = key_hash(message_key)
-    if session.execute(
-        select(col(InboundMessage.id)).where(col(InboundMessage.key) == digest)
-    ).first() is not None:
-        return False
-    row = InboundMessage(key=digest, ref=message_key[:255], source=source[:32])
-    try:
+    values = {"key": digest, "ref": message_key[:255], "source": source[:32], "outcome": "",
+              "detail": "", "received_at": utcnow()}
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        # RETURNING, not rowcount: psycopg reports -1 for this statement.
+        statement = insert(_TABLE).values(**values).on_conflict_do_nothing(
+            index_elements=["key"]).returning(_TABLE.c.id)
+        return digest if session.execute(statement).first() is not None else False
+    try:  # other databases: a savepoint around a plain INSERT
         with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:  # another receiver took it a moment ago
+            session.execute(_TABLE.insert().values(**values))
+    except IntegrityError:
         return False
-    return row
+    return digest
 
 
-def _finish(session: Session, row: InboundMessage | None | bool, outcome: Outcome) -> Outcome:
-    if isinstance(row, InboundMessage):
-        row.outcome = outcome.kind
-        row.subscriber_id = outcome.subscriber_id
-        row.issue_id = outcome.issue_id
-        row.detail = outcome.detail[:1000]
-        session.add(row)
+def _finish(session: Session, claimed: str | None | bool, outcome: Outcome) -> Outcome:
+    if isinstance(claimed, str):
+        session.execute(_TABLE.update().where(_TABLE.c.key == claimed).values(
+            outcome=outcome.kind, subscriber_id=outcome.subscriber_id,
+            issue_id=outcome.issue_id, detail=outcome.detail[:1000]))
     return outcome
 
 
@@ -160,9 +168,17 @@ def _resolve(session: Session, email: str | None,
     return sub, address or None
 
 
+_KNOWN_ISSUES: set[tuple[str, int]] = set()  # (database, issue) that exist: sent issues stay
+
+
 def _issue_id(session: Session, issue_id: int | None) -> int | None:
-    if issue_id is None or session.get(Issue, issue_id) is None:
+    if issue_id is None:
         return None
+    known = (str(session.get_bind().engine.url), issue_id)
+    if known not in _KNOWN_ISSUES:
+        if session.get(Issue, issue_id) is None:
+            return None
+        _KNOWN_ISSUES.add(known)
     return issue_id
 
 
@@ -223,10 +239,10 @@ def _soft_bounce(session: Session, sub: Subscriber | None, address: str, issue: 
     sid = sub.id if sub is not None else None
     if sid is None:  # a provider reporting a soft bounce for a non-subscriber: nothing to count
         return Outcome(kind=SOFT_BOUNCE, issue_id=issue, detail=f"soft bounce {status}")
+    # Counted before this one is added (+1): no flush in the middle of the transaction.
+    count = soft_bounce_count(session=session, subscriber_id=sid, extra_issue=issue) + 1
     subs.log_event(session=session, subscriber_id=sid, kind=SOFT_BOUNCED, source=source,
                    issue_id=issue, data={**data, "hard": False})
-    session.flush()
-    count = soft_bounce_count(session=session, subscriber_id=sid)
     detail = f"soft bounce {status} ({count} of {settings.soft_bounce_limit} within 30 days)"
     if count < settings.soft_bounce_limit:
         return Outcome(kind=SOFT_BOUNCE, subscriber_id=sid, issue_id=issue, detail=detail)
@@ -239,42 +255,38 @@ def _soft_bounce(session: Session, sub: Subscriber | None, address: str, issue: 
                    detail=reason)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def _soft_count_statement() -> Any:
+    """Soft bounces since a time that no successful delivery followed: one statement,
+    built once (it runs for every soft bounce)."""
+    e, later, d = Event.__table__, Event.__table__.alias("later"), Delivery.__table__  # type: ignore[attr-defined]
+    sid = bindparam("sid", type_=Integer)
+    bounced_issues = select(later.c.issue_id).where(
+        later.c.subscriber_id == sid, later.c.kind.in_((SOFT_BOUNCED, BOUNCED)),
+        later.c.issue_id.is_not(None))
+    success_after = select(d.c.id).where(
+        d.c.subscriber_id == sid, d.c.status == DeliveryStatus.sent.value,
+        d.c.sent_at > e.c.at, d.c.issue_id != bindparam("extra", type_=Integer),
+        d.c.issue_id.not_in(bounced_issues)).exists()
+    return select(func.count()).select_from(e).where(
+        e.c.subscriber_id == sid, e.c.kind == SOFT_BOUNCED,
+        e.c.at > bindparam("since", type_=DateTime()), ~success_after)
 
 
-def soft_bounce_count(*, session: Session, subscriber_id: int,
-                      now: datetime | None = None) -> int:
-    """Soft bounces in the last 30 days since the subscriber's last successful delivery.
+_SOFT_COUNT = _soft_count_statement()
 
-    Successful means a `sent` row for an issue that has no bounce from them: a message
-    accepted by the relay that later bounced is not a success.
+
+def soft_bounce_count(*, session: Session, subscriber_id: int, now: datetime | None = None,
+                      extra_issue: int | None = None) -> int:
+    """Soft bounces in the last 30 days not followed by a successful delivery.
+
+    Successful means a `sent` row, later than the bounce, for an issue that has no bounce
+    from them: a message the relay accepted and that bounced later is not a success.
+    `extra_issue`: an issue whose bounce is being recorded right now (not logged yet).
     """
-    now = now or utcnow()
-    bounced_issues = select(col(Event.issue_id)).where(
-        col(Event.subscriber_id) == subscriber_id,
-        col(Event.kind).in_((SOFT_BOUNCED, BOUNCED)),
-        col(Event.issue_id).is_not(None),
-    )
-    last_ok = _aware(session.execute(
-        select(func.max(col(Delivery.sent_at))).where(
-            col(Delivery.subscriber_id) == subscriber_id,
-            col(Delivery.status) == DeliveryStatus.sent,
-            col(Delivery.issue_id).not_in(bounced_issues),
-        )
-    ).scalar())
-    since = now - SOFT_BOUNCE_WINDOW
-    if last_ok is not None and last_ok > since:
-        since = last_ok
-    return int(session.execute(
-        select(func.count()).select_from(Event).where(
-            col(Event.subscriber_id) == subscriber_id,
-            col(Event.kind) == SOFT_BOUNCED,
-            col(Event.at) > since,
-        )
-    ).scalar_one())
+    since = (now or utcnow()) - SOFT_BOUNCE_WINDOW
+    return int(session.execute(_SOFT_COUNT, {
+        "sid": subscriber_id, "since": since,
+        "extra": -1 if extra_issue is None else extra_issue}).scalar_one())
 
 
 def hard_bounce_rate(*, session: Session, issue_id: int) -> tuple[int, int]:

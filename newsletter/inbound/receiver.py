@@ -91,8 +91,12 @@ class InboundServer:
     """The receiver on its own event loop; `serve_forever` in the foreground (the
     `newsletter inbound` process) or `start`/`stop` in a thread (web and demo)."""
 
-    def __init__(self, host: str, port: int, *, workers: int = 4) -> None:
+    def __init__(self, host: str, port: int, *, workers: int | None = None) -> None:
         self.host, self.port = host, port
+        if workers is None:
+            # SQLite takes one writer at a time (others sleep in its busy handler, which
+            # measured slower than queueing here); a server database overlaps round trips.
+            workers = 1 if settings.effective_database_url.startswith("sqlite") else 4
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inbound")
         self.handler = InboundHandler(self.executor)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -160,7 +164,7 @@ def local_inbound(host: str = "127.0.0.1") -> Iterator[InboundServer | None]:
     server = None
     for port in (settings.inbound_port, 0):
         try:
-            server = InboundServer(host, port, workers=2).start()
+            server = InboundServer(host, port).start()
             break
         except OSError as exc:
             log.info("inbound SMTP port %s unavailable (%s)", port, exc)
