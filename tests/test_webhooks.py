@@ -571,3 +571,52 @@ def test_provider_bodies_that_are_not_objects_are_rejected_cleanly(
     response = client.post(f"/webhooks/bounces/{provider}", content=b"[1, 2]",
                            auth=(PM_USER, PM_PASSWORD))
     assert response.status_code in (400, 401)
+
+
+def test_ses_bounce_is_tied_to_the_issue_by_verp_when_ses_replaced_the_message_id(
+        client, hooks, session, reader, signing_key, sns_fetch):
+    from newsletter.message import verp_address
+
+    sub, issue = reader
+    notification = json.loads(ses_bounce("reader@example.org"))
+    notification["mail"]["commonHeaders"]["messageId"] = "<0100018c@email.amazonses.com>"
+    notification["mail"]["source"] = verp_address(sub.id, issue.id)
+    msg = sns_message(signing_key[0], "Notification", Message=json.dumps(notification))
+    assert post_sns(client, msg).status_code == 200
+    assert [e.issue_id for e in events_of(session, sub) if e.kind == "bounced"] == [issue.id]
+
+
+def test_ses_prefers_our_message_id_in_the_original_headers(
+        client, hooks, session, reader, signing_key, sns_fetch):
+    sub, issue = reader
+    notification = json.loads(ses_bounce("reader@example.org"))
+    notification["mail"]["commonHeaders"]["messageId"] = "<0100018c@email.amazonses.com>"
+    notification["mail"]["headers"] = [{"name": "Message-ID", "value": MESSAGE_ID}]
+    msg = sns_message(signing_key[0], "Notification", Message=json.dumps(notification))
+    assert post_sns(client, msg).status_code == 200
+    assert [e.issue_id for e in events_of(session, sub) if e.kind == "bounced"] == [issue.id]
+
+
+def test_verp_of_another_subscriber_does_not_attribute_the_issue(
+        client, hooks, session, reader, make_subscriber):
+    from newsletter.message import verp_address
+
+    sub, issue = reader
+    other = make_subscriber(email="other@example.org")
+    body = mailgun_body("reader@example.org", token="tok-verp")
+    del body["event-data"]["message"]
+    body["event-data"]["envelope"] = {"sender": verp_address(other.id, issue.id)}
+    assert mailgun(client, body).status_code == 200
+    assert [e.issue_id for e in events_of(session, sub) if e.kind == "bounced"] == [None]
+
+
+def test_mailgun_bounce_is_tied_to_the_issue_by_its_envelope_verp(
+        client, hooks, session, reader):
+    from newsletter.message import verp_address
+
+    sub, issue = reader
+    body = mailgun_body("reader@example.org", token="tok-verp2")
+    del body["event-data"]["message"]
+    body["event-data"]["envelope"] = {"sender": verp_address(sub.id, issue.id)}
+    assert mailgun(client, body).status_code == 200
+    assert [e.issue_id for e in events_of(session, sub) if e.kind == "bounced"] == [issue.id]

@@ -25,6 +25,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from newsletter.inbound import policy
+from newsletter.inbound.parse import verp_of
 from newsletter.inbound.policy import Outcome
 from newsletter.models import Delivery
 from newsletter.settings import settings
@@ -82,6 +83,9 @@ class Feedback:
     feedback_type: str = "abuse"
     # The provider's id for this event: recorded once, so retries change nothing.
     key: str | None = None
+    # The envelope sender the relay saw: our VERP address names subscriber and issue
+    # when the relay replaced our Message-ID with its own (SES does).
+    envelope_sender: str = ""
 
 
 # --- authentication -------------------------------------------------------------------
@@ -236,7 +240,10 @@ def parse_ses(notification: Any) -> list[Feedback]:
     assert isinstance(mail, Mapping)
     common = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), Mapping) else {}
     assert isinstance(common, Mapping)
-    message_id = str(common.get("messageId") or _header(mail.get("headers"), "message-id"))
+    # The original headers (when SES includes them) carry our Message-ID; the common
+    # headers may carry the one SES put in its place.
+    message_id = _header(mail.get("headers"), "message-id") or str(common.get("messageId") or "")
+    sender = str(mail.get("returnPath") or mail.get("source") or "")
     if kind == "Bounce":
         bounce = _object(body.get("bounce"), "bounce")
         hard = bounce.get("bounceType") == "Permanent"
@@ -251,7 +258,7 @@ def parse_ses(notification: Any) -> list[Feedback]:
                 kind="bounce", email=_address(rec.get("emailAddress"),
                                               f"bouncedRecipients[{n}]"),
                 hard=hard, status=_status_code(rec.get("status")) or _status_code(diagnostic),
-                diagnostic=diagnostic[:1000], message_id=message_id))
+                diagnostic=diagnostic[:1000], message_id=message_id, envelope_sender=sender))
         return out
     if kind == "Complaint":
         complaint = _object(body.get("complaint"), "complaint")
@@ -262,7 +269,8 @@ def parse_ses(notification: Any) -> list[Feedback]:
         return [Feedback(kind="complaint",
                          email=_address(_object(r, "complainedRecipients").get("emailAddress"),
                                         f"complainedRecipients[{n}]"),
-                         message_id=message_id, feedback_type=feedback_type)
+                         message_id=message_id, feedback_type=feedback_type,
+                         envelope_sender=sender)
                 for n, r in enumerate(recipients)]
     return []
 
@@ -330,11 +338,15 @@ def parse_mailgun(payload: Any, *, token: str = "") -> list[Feedback]:
     message_id = f"<{raw_id.strip('<>')}>" if raw_id else ""
     event_key = f"mailgun:{data.get('id') or token}" if data.get("id") or token else None
     reason = str(data.get("reason") or "")
+    envelope = data.get("envelope") if isinstance(data.get("envelope"), Mapping) else {}
+    assert isinstance(envelope, Mapping)
+    sender = str(envelope.get("sender") or "")
     if event == "complained" or reason == "suppress-complaint":
-        return [Feedback(kind="complaint", email=email, message_id=message_id, key=event_key)]
+        return [Feedback(kind="complaint", email=email, message_id=message_id, key=event_key,
+                         envelope_sender=sender)]
     if event == "unsubscribed" or reason == "suppress-unsubscribe":
         return [Feedback(kind="unsubscribe", email=email, message_id=message_id,
-                         key=event_key)]
+                         key=event_key, envelope_sender=sender)]
     if event != "failed":
         return []
     status = data.get("delivery-status")
@@ -346,7 +358,8 @@ def parse_mailgun(payload: Any, *, token: str = "") -> list[Feedback]:
     if not hard and (message_id or token):
         key = f"mailgun:soft:{message_id or token}:{email}"
     return [Feedback(kind="bounce", email=email, hard=hard, status=code,
-                     diagnostic=diagnostic[:1000], message_id=message_id, key=key)]
+                     diagnostic=diagnostic[:1000], message_id=message_id, key=key,
+                     envelope_sender=sender)]
 
 
 def parse_json(raw: bytes) -> Any:
@@ -387,6 +400,9 @@ def record(*, session: Session, feedback: Sequence[Feedback], source: str) -> li
         sub = get_by_email(session=session, email=item.email)
         subscriber_id = sub.id if sub is not None else None
         issue_id = issue_for_message(session=session, message_id=item.message_id)
+        verp = verp_of(item.envelope_sender) if item.envelope_sender else None
+        if verp is not None and verp[0] == subscriber_id and issue_id is None:
+            issue_id = verp[1]
         if item.kind == "bounce":
             outcomes.append(policy.record_bounce(
                 session=session, email=item.email, subscriber_id=subscriber_id,
