@@ -237,7 +237,7 @@ class Delivery(SQLModel, table=True):
     lease_until: datetime | None = None
     claim_token: str = Field(default="", max_length=36, index=True)  # which task holds the lease
     next_attempt_at: datetime | None = None  # 4xx backoff: not before this time
-    message_id: str = Field(default="", max_length=255)
+    message_id: str = Field(default="", max_length=255, index=True)  # bounces find rows by it
     error: str = Field(default="", max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -309,3 +309,22 @@ class IssueUndo(SQLModel, table=True):
     # The issue's updated_at right after the change: undo only while nothing else changed.
     after: datetime = Field(default_factory=utcnow)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- Inbound mail and bounce policy (issue 8) -------------------------------------------
+
+
+class InboundMessage(SQLModel, table=True):
+    """A message that came back (bounce, complaint, unsubscribe, auto-reply, webhook event),
+    recorded once: the unique key makes processing the same message twice a no-op."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    # sha256 of the caller's key (the Message-ID, a provider's event id)
+    key: str = Field(max_length=64, unique=True, index=True)
+    ref: str = Field(default="", max_length=255)  # the caller's key, shortened, for people
+    source: str = Field(default="", max_length=32)  # smtp, imap, ses, postmark, ...
+    outcome: str = Field(default="", max_length=32, index=True)  # Outcome.kind
+    subscriber_id: int | None = Field(default=None, index=True)
+    issue_id: int | None = Field(default=None, index=True)
+    detail: str = Field(default="", max_length=1000)
+    received_at: datetime = Field(default_factory=utcnow, index=True)

@@ -70,6 +70,27 @@ class Settings(BaseSettings):
     secret_key_fallbacks: str = ""
     manage_link_days: int = Field(default=90, ge=1)  # unsubscribe links never expire
 
+    # --- provider webhooks and suppressions (issue 8) ---
+    # Each provider's webhook answers 503 until its secret is set.
+    webhook_secret: str = ""  # bearer secret of the generic /webhooks/bounces/generic
+    postmark_webhook_user: str = ""  # HTTP basic auth Postmark sends
+    postmark_webhook_password: str = ""
+    mailgun_webhook_signing_key: str = ""  # "HTTP webhook signing key" in Mailgun
+    # SNS topics whose SES notifications we accept (comma-separated ARNs): anyone can
+    # sign SNS messages from their own AWS account, so the topic is what proves it's ours.
+    ses_topic_arns: str = ""
+    # Bearer keys for /api/suppressions (comma-separated, so a new key can be added
+    # before the old one is removed); empty: those endpoints answer 503.
+    api_keys: str = ""
+
+    # --- Inbound mail and bounce policy (issue 8) ---
+    inbound_port: int = Field(default=2525, ge=1, le=65535)  # `newsletter inbound` SMTP port
+    inbound_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)  # larger mail: 552
+    soft_bounce_limit: int = Field(default=3, ge=1)  # soft bounces within 30 days to suppress
+    bounce_pause_rate: float = Field(default=5.0, gt=0, le=100)  # percent of hard bounces
+    imap_password: str = ""  # for `newsletter inbound --imap imaps://user@host/INBOX`
+    imap_processed_folder: str = "Processed"  # where recorded messages are moved
+
     @property
     def fallback_keys(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.secret_key_fallbacks.split(",") if k.strip())

@@ -257,14 +257,14 @@ def confirm(*, session: Session, subscriber_id: int, source: str) -> bool:
 
 
 def unsubscribe(*, session: Session, subscriber_id: int, source: str,
-                data: dict[str, Any] | None = None) -> bool:
+                data: dict[str, Any] | None = None, issue_id: int | None = None) -> bool:
     changed = _transition(session=session, subscriber_id=subscriber_id,
                           to=SubscriberStatus.unsubscribed,
                           allowed_from=[SubscriberStatus.pending, SubscriberStatus.confirmed],
                           unsubscribed_at=utcnow())
     if changed:
         log_event(session=session, subscriber_id=subscriber_id, kind=EventKind.unsubscribed,
-                  source=source, data=data)
+                  source=source, data=data, issue_id=issue_id)
     return changed
 
 
@@ -277,8 +277,10 @@ def resubscribe(*, session: Session, subscriber_id: int, source: str) -> None:
                   source=source, data={"resubscribe": True})
 
 
-def mark_bounced(*, session: Session, email: str, reason: str) -> None:
-    """Hard bounce: never mail this address again."""
+def mark_bounced(*, session: Session, email: str, reason: str, source: str = "smtp",
+                 issue_id: int | None = None, data: dict[str, Any] | None = None) -> bool:
+    """Hard bounce: never mail this address again. True when the subscriber became bounced
+    (then a `bounced` event was logged)."""
     address = email.lower()
     if session.get(Suppression, address) is None:
         session.add(Suppression(email=address, reason=reason[:500]))
@@ -288,7 +290,9 @@ def mark_bounced(*, session: Session, email: str, reason: str) -> None:
         allowed_from=[SubscriberStatus.pending, SubscriberStatus.confirmed],
     ):
         log_event(session=session, subscriber_id=sub.id, kind=EventKind.bounced,
-                  source="smtp", data={"reason": reason[:500]})
+                  source=source, issue_id=issue_id, data={**(data or {}), "reason": reason[:500]})
+        return True
+    return False
 
 
 # --- CSV import --------------------------------------------------------------

@@ -11,10 +11,12 @@ from newsletter.cli import (
     config_cmds,
     core_cmds,
     editor_cmds,
+    inbound_cmds,
     ingest_cmds,
     preview_cmds,
     send_cmds,
     subscriber_cmds,
+    suppression_cmds,
     web_cmds,
 )
 
@@ -40,6 +42,7 @@ app.callback()(config_cmds.prepare)
 for module in (
     core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds, editor_cmds,
     config_cmds,
+    inbound_cmds, suppression_cmds,
 ):
     module.register(app)
 

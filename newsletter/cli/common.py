@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -58,3 +58,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def print_json(data: Any) -> None:
     # Plain print: rich would wrap long lines and break machine-readable output.
     print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+@contextmanager
+def progress_bar(label: str, *, disable: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar on stderr for long work; yields `update(done, total)`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), console=err_console,
+                  transient=True, disable=disable) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)

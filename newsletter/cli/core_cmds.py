@@ -41,8 +41,11 @@ def demo(
             detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
             bar.update(task, total=total, completed=done, detail=detail)
 
+        from newsletter.inbound.receiver import local_inbound
+
         try:
-            result = run_demo(data_dir=data_dir.resolve(), progress=show)
+            with local_inbound():  # issue 8: bounces come back to it, as in production
+                result = run_demo(data_dir=data_dir.resolve(), progress=show)
         except Exception as exc:  # a demo that fails should say why, not dump a trace
             fail(f"the demo failed: {exc}")
 

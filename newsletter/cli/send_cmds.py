@@ -196,19 +196,24 @@ def status(
     issue_id: int = typer.Argument(..., metavar="ISSUE"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Delivery rows of an issue by state."""
+    """Delivery rows of an issue by state; bounces, complaints and unsubscribes."""
     from newsletter.delivery import status_counts
+    from newsletter.inbound.stats import issue_feedback, summary
 
     with cli_session() as session:
         issue = session.get(Issue, issue_id)
         if issue is None:
             fail(f"no issue with id {issue_id}")
         counts = status_counts(session=session, issue_id=issue_id)
+        feedback = issue_feedback(session=session, issue_id=issue_id)  # issue 8
     if as_json:
-        print_json({"issue_id": issue_id, "status": issue.status, "counts": counts})
+        print_json({"issue_id": issue_id, "status": issue.status, "counts": counts,
+                    "feedback": feedback.as_dict()})
         return
     console.print(f"Issue {issue_id} ({issue.status}): "
                   + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    console.print(f"Of {feedback.delivered} delivered: " + ", ".join(
+        f"{label.lower()} {n} ({rate})" for label, n, rate in summary(feedback)))
 
 
 def _no_change(session: Session, issue_id: int, action: str, wanted: str) -> NoReturn:

@@ -1,17 +1,19 @@
-"""`newsletter subscribers add|import|list`."""
+"""`newsletter subscribers add|confirm|import|list|show`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
-from sqlmodel import col, select
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from newsletter.cli.common import cli_session, console, err_console, fail, print_json
-from newsletter.models import Subscriber
+from newsletter.models import Delivery, Event, Subscriber, Suppression
 from newsletter.subscribers import (
     SubscriberError,
     add_subscriber,
@@ -143,6 +145,83 @@ def list_(
         table.add_row(str(r["id"]), r["email"], r["name"], r["status"], ", ".join(r["topics"]),
                       "yes" if r["only_my_topics"] else "")
     console.print(table)
+
+
+def _subscriber_report(session: Session, email: str, limit: int) -> dict[str, Any] | None:
+    """Status, suppression and recent events of one address (None: we never knew it)."""
+    from newsletter.inbound.policy import soft_bounce_count
+
+    sub = get_by_email(session=session, email=email)
+    address = sub.email if sub is not None else email.strip().lower()
+    suppression = session.get(Suppression, address)
+    if sub is None and suppression is None:
+        return None
+    report: dict[str, Any] = {
+        "email": address, "id": None, "status": "not subscribed",
+        "suppressed": suppression is not None,
+        "suppression": None if suppression is None else {
+            "reason": suppression.reason, "since": suppression.created_at},
+    }
+    if sub is None or sub.id is None:
+        return report | {"events": []}
+    deliveries = dict(session.exec(  # type: ignore[call-overload]
+        select(Delivery.status, func.count()).where(Delivery.subscriber_id == sub.id)
+        .group_by(Delivery.status)).all())
+    events = session.exec(select(Event).where(Event.subscriber_id == sub.id)
+                          .order_by(col(Event.at).desc(), col(Event.id).desc()).limit(limit)).all()
+    return report | {
+        "id": sub.id, "name": sub.name, "status": sub.status, "paused": sub.paused,
+        "topics": topics_by_subscriber(session=session, subscriber_ids=[sub.id]).get(sub.id, []),
+        "only_my_topics": sub.only_my_topics, "timezone": sub.timezone, "source": sub.source,
+        "created_at": sub.created_at, "confirmed_at": sub.confirmed_at,
+        "unsubscribed_at": sub.unsubscribed_at,
+        "soft_bounces_30_days": soft_bounce_count(session=session, subscriber_id=sub.id),
+        "deliveries": deliveries,
+        "events": [{"at": e.at, "kind": e.kind, "source": e.source, "issue_id": e.issue_id,
+                    "data": json.loads(e.data or "{}")} for e in events],
+    }
+
+
+@subscribers.command("show")
+def show(
+    email: str = typer.Argument(..., help="The subscriber's address."),
+    events: int = typer.Option(20, min=1, help="How many recent events to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """One subscriber: status, suppression (why and since when), deliveries, recent events."""
+    with cli_session() as session:
+        report = _subscriber_report(session, email, events)
+    if report is None:
+        fail(f"no subscriber or suppression with the address {email}")
+    if as_json:
+        print_json(report)
+        return
+    table = Table(show_header=False, title=report["email"], title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    supp = report["suppression"]
+    rows = [("Status", report["status"]),
+            ("Suppressed", f"yes, since {supp['since']:%Y-%m-%d %H:%M} UTC: {supp['reason']}"
+             if supp else "no")]
+    if report["id"] is not None:
+        rows += [("Id", str(report["id"])), ("Name", report["name"]),
+                 ("Topics", ", ".join(report["topics"]) or "–"),
+                 ("Paused", "yes" if report["paused"] else "no"),
+                 ("Soft bounces (30 days)", str(report["soft_bounces_30_days"])),
+                 ("Deliveries", ", ".join(f"{k} {v}" for k, v in
+                                          sorted(report["deliveries"].items())) or "none")]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    if report["events"]:
+        log = Table(title="Recent events", title_justify="left")
+        for column in ("when (UTC)", "event", "source", "issue", "details"):
+            log.add_column(column)
+        for e in report["events"]:
+            details = ", ".join(f"{k}: {v}" for k, v in e["data"].items())
+            log.add_row(f"{e['at']:%Y-%m-%d %H:%M}", e["kind"], e["source"],
+                        str(e["issue_id"] or ""), details)
+        console.print(log)
 
 
 def register(app: typer.Typer) -> None:

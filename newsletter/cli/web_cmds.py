@@ -93,12 +93,17 @@ def _local_services() -> Iterator[None]:
     console.print(f"{redis_fallback_reason(settings.redis_url)} and a Celery worker for as "
                   "long as the server runs.", highlight=False)
     catcher = not settings.smtp_host
+    from newsletter.inbound.receiver import local_inbound
+
     with (redis_service() as url, smtp_service() as (smtp_host, smtp_port),
-          worker_process(concurrency=2, beat=True)):
+          worker_process(concurrency=2, beat=True), local_inbound() as inbound):
         where = (f"the local mail catcher: .eml files in {settings.mail_dir.resolve()}"
                  if catcher else f"the SMTP relay {smtp_host}:{smtp_port}")
         console.print(f"Worker ready on {url}; mail goes to {where}.", highlight=False,
                       soft_wrap=True)
+        if inbound is not None:  # issue 8: bounces and mailto unsubscribes come back here
+            console.print(f"Inbound SMTP (bounces, unsubscribes) on {inbound.host}:"
+                          f"{inbound.port}.", highlight=False)
         yield
 
 

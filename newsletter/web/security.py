@@ -32,6 +32,9 @@ HONEYPOT_FIELD = "website"  # hidden from people; bots fill in anything called "
 MAX_BODY_BYTES = 64 * 1024
 # The one form that takes a whole roundup file (1 MB) plus the form around it.
 LARGE_BODY_PATHS = {"/editor/issues/new": 1024 * 1024 + 64 * 1024}
+# Relay webhooks (issue 8): a bounce can carry the original message (Postmark's Content).
+LARGE_BODY_PATHS.update({f"/webhooks/bounces/{p}": 512 * 1024
+                         for p in ("generic", "ses", "postmark", "mailgun")})
 EMBED_FORM_PATH = "/subscribe/embed/form"
 
 

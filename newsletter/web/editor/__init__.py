@@ -8,6 +8,7 @@ from newsletter.web.editor import (  # noqa: F401
     preview,
     sending,
     subscribers,
+    suppressions,  # issue 8
     team,
 )
 from newsletter.web.editor.routing import ALL_METHODS, router, unknown_path

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from newsletter import delivery
 from newsletter.editorial import EditorialError, schedule_issue
+from newsletter.inbound.stats import issue_feedback
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
 from newsletter.schedule import next_slot
 from newsletter.web.editor.issues import commit_change, issue_view
@@ -101,7 +102,9 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
 def send_page(request: Request, issue_id: int, *, error: str = "", notice: str = "",
               status_code: int = 200) -> Response:
     return issue_view(request, issue_id, "send.html",
-                      lambda session, issue: {"progress": progress(session, issue)},
+                      lambda session, issue: {"progress": progress(session, issue),
+                                              "feedback": issue_feedback(  # issue 8
+                                                  session=session, issue_id=issue.id or 0)},
                       status_code=status_code, next_slot=next_slot(), error=error,
                       notice=notice)
 

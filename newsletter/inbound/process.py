@@ -1,0 +1,142 @@
+"""One message that came back, from bytes to a recorded outcome (shared by SMTP and IMAP).
+
+`process_message` reads the message, finds whom it concerns and calls the policy, in one
+transaction that is committed before it returns: the SMTP receiver answers 250 only
+after that, the IMAP poller moves the message only after that. It is blocking (database,
+files): the receiver runs it in a thread, never on its event loop.
+
+Who a message concerns is decided by what a stranger cannot make up: the Message-ID of
+our mail quoted in a report (random, stored in the ledger) wins; otherwise the VERP
+address must name a subscriber and an issue they were really sent. A bounce for anybody
+else changes nothing and is quarantined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from newsletter import db, tokens
+from newsletter.inbound import parse, policy
+from newsletter.models import Delivery, Subscriber
+from newsletter.settings import settings
+
+log = logging.getLogger("newsletter.inbound")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What was done with one message for one recipient."""
+
+    kind: str  # a policy outcome kind (hard_bounce, ..., ignored, unknown)
+    subscriber_id: int | None = None
+    issue_id: int | None = None
+    duplicate: bool = False
+    quarantined: Path | None = None
+    detail: str = ""
+
+
+def quarantine_dir() -> Path:
+    return settings.data_dir / "inbound" / "quarantine"
+
+
+def quarantine(raw: bytes, reason: str) -> Path:
+    """Keep a message nobody acted on, for a person to look at (write, then rename)."""
+    folder = quarantine_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{hashlib.sha256(raw).hexdigest()[:12]}.eml"
+    tmp = folder / f".{name}.tmp"
+    tmp.write_bytes(raw)
+    tmp.replace(folder / name)
+    (folder / f"{name}.reason.txt").write_text(reason + "\n", encoding="utf-8")
+    return folder / name
+
+
+def _match(session: Session, reading: parse.Reading) -> tuple[int | None, int | None, str]:
+    """(subscriber, issue, how) for a report, or (None, None, why not)."""
+    for message_id in reading.original_message_ids:
+        row = session.execute(
+            select(col(Delivery.subscriber_id), col(Delivery.issue_id))
+            .where(col(Delivery.message_id) == message_id).limit(1)
+        ).first()
+        if row is not None:
+            return int(row[0]), int(row[1]), "message-id"
+    if reading.verp is None:
+        return None, None, "no VERP address and no Message-ID of ours"
+    sid, iid = reading.verp
+    if iid is None:  # confirmation emails carry no issue
+        if session.get(Subscriber, sid) is None:
+            return None, None, f"VERP names subscriber {sid}, who does not exist"
+        return sid, None, "verp"
+    sent = session.execute(
+        select(col(Delivery.id)).where(col(Delivery.subscriber_id) == sid,
+                                       col(Delivery.issue_id) == iid).limit(1)
+    ).first()
+    if sent is None:
+        return None, None, f"VERP names subscriber {sid} and issue {iid}: we sent them nothing"
+    return sid, iid, "verp"
+
+
+def _act(session: Session, reading: parse.Reading, key: str,
+         source: str) -> policy.Outcome:
+    if reading.kind == parse.UNSUBSCRIBE:
+        try:
+            sid = tokens.read_token(tokens.UNSUBSCRIBE, reading.token)
+        except tokens.BadToken as exc:
+            return policy.record_ignored(session=session, message_key=key, source=source,
+                                         reason=f"unsubscribe with an invalid token: {exc}")
+        if session.get(Subscriber, sid) is None:
+            return policy.record_ignored(session=session, message_key=key, source=source,
+                                         reason=f"unsubscribe token for subscriber {sid}, "
+                                         "who no longer exists")
+        return policy.record_unsubscribe(session=session, subscriber_id=sid, issue_id=None,
+                                         source="mailto", message_key=key)
+    if reading.kind in (parse.UNREADABLE, parse.UNKNOWN, parse.DELAY):
+        why = reading.reason or ("a delay notice: the server is still trying"
+                                 if reading.kind == parse.DELAY else reading.kind)
+        return policy.record_ignored(session=session, message_key=key, source=source, reason=why)
+    subscriber, iid, how = _match(session, reading)
+    if subscriber is None:
+        return policy.record_ignored(session=session, message_key=key, source=source,
+                                     reason=f"{reading.kind} for nobody we know: {how}")
+    sid = subscriber
+    if reading.kind == parse.BOUNCE:
+        return policy.record_bounce(
+            session=session, email=reading.email, subscriber_id=sid, issue_id=iid,
+            hard=reading.hard, status=reading.status, diagnostic=reading.diagnostic,
+            source=source, message_key=key)
+    if reading.kind == parse.COMPLAINT:
+        return policy.record_complaint(
+            session=session, email=reading.email, subscriber_id=sid, issue_id=iid,
+            source=source, feedback_type=reading.feedback_type, message_key=key)
+    return policy.record_auto_reply(session=session, subscriber_id=sid, issue_id=iid,
+                                    source=source, kind=reading.auto_kind, message_key=key)
+
+
+def process_message(raw: bytes, *, recipient: str, mail_from: str = "",
+                    source: str = "smtp") -> Result:
+    """Read, match, record and commit one message for one accepted recipient."""
+    reading = parse.read_message(raw, recipient=recipient, mail_from=mail_from)
+    # One message may reach us for several recipients: each is its own record.
+    key = f"{reading.message_key}|{recipient.strip('<>').lower()}"
+    with db.session_scope() as session:
+        outcome = _act(session, reading, key, source)
+        session.commit()
+    kept = None
+    if outcome.kind in (policy.IGNORED, policy.UNKNOWN) and not outcome.duplicate \
+            and reading.kind != parse.DELAY:
+        kept = quarantine(raw, f"{reading.kind}: {outcome.detail}")
+        log.warning("inbound %s to %s from <%s>: %s, %s; kept in %s", reading.message_key,
+                    recipient, mail_from.strip("<>"), reading.kind, outcome.detail, kept)
+    else:
+        log.info("inbound %s to %s: %s%s %s", reading.message_key, recipient, outcome.kind,
+                 " (already recorded)" if outcome.duplicate else "", outcome.detail)
+    return Result(kind=outcome.kind, subscriber_id=outcome.subscriber_id,
+                  issue_id=outcome.issue_id, duplicate=outcome.duplicate, quarantined=kept,
+                  detail=outcome.detail)
