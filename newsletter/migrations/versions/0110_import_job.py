@@ -1,7 +1,7 @@
 """import_job, editor roles and sessions; indexes for finding subscribers
 
 Revision ID: 0110
-Revises: 0004
+Revises: 0108
 Create Date: 2026-12-01
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlmodel.sql.sqltypes
 
 
 revision = '0110'
-down_revision = '0004'
+down_revision = '0108'
 branch_labels = None
 depends_on = None
 
