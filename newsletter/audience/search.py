@@ -261,22 +261,5 @@ def _describe(kind: str, source: str, data: str) -> str:
     return "; ".join(parts)
 
 
-def suppress(*, session: Session, email: str, reason: str) -> bool:
-    """Put an address on the suppression list (never mailed). False if it already was."""
-    if session.get(Suppression, email) is not None:
-        return False
-    session.add(Suppression(email=email, reason=reason[:500]))
-    return True
-
-
-def unsuppress(*, session: Session, email: str) -> bool:
-    """Take an address off the suppression list. False if it wasn't on it."""
-    row = session.get(Suppression, email)
-    if row is None:
-        return False
-    session.delete(row)
-    return True
-
-
 def topic_choices(*, session: Session) -> Sequence[tuple[str, str]]:
     return [(t.slug, t.name) for t in session.exec(select(Topic).order_by(col(Topic.name))).all()]

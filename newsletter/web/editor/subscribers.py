@@ -19,9 +19,8 @@ from newsletter.audience.search import (
     export_rows,
     find,
     profile,
-    suppress,
-    unsuppress,
 )
+from newsletter.inbound.suppressions import add_suppression, remove_suppression
 from newsletter.models import ImportJob, Subscriber, SubscriberStatus
 from newsletter.web import forms
 from newsletter.web.editor.routing import (
@@ -279,13 +278,10 @@ def subscriber_action(request: Request, subscriber_id: int, action: str) -> Resp
                              data={"editor": who})
         elif action == "suppress":
             reason = forms.text(form_of(request), "reason").strip() or "suppressed by an editor"
-            if suppress(session=session, email=sub.email, reason=f"{reason} ({who})"):
-                subs.log_event(session=session, subscriber_id=subscriber_id, kind="suppressed",
-                               source="editor", data={"reason": reason})
+            add_suppression(session=session, email=sub.email, reason=f"{reason} ({who})",
+                            source="editor")
         elif action == "unsuppress":
-            if unsuppress(session=session, email=sub.email):
-                subs.log_event(session=session, subscriber_id=subscriber_id,
-                               kind="unsuppressed", source="editor", data={"editor": who})
+            remove_suppression(session=session, email=sub.email, source="editor")
         elif action == "delete":
             signup.erase_subscriber(session=session, subscriber_id=subscriber_id,
                                     source="editor")
