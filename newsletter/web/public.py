@@ -115,8 +115,10 @@ def home() -> Response:
 
 @router.api_route("/subscribe", methods=READ_METHODS)
 def subscribe_page(request: Request) -> Response:
+    # ?topics=logistics: "Follow this topic" on an archive story ticks it for them.
     return _signup_page(request, "subscribe.html",
-                        forms.SignupForm(tracking=_tracking_from_request(request)))
+                        forms.SignupForm(tracking=_tracking_from_request(request),
+                                         topics=request.query_params.getlist("topics")[:20]))
 
 
 @router.post("/subscribe")
