@@ -1,0 +1,45 @@
+"""Per-issue results for editors at /editor/issues/<id>/results: readers per story and
+per topic against emails delivered, clicks per day, and the unsubscribes it caused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from markupsafe import Markup
+from sqlmodel import Session
+
+from newsletter.charts import bar_chart, column_chart
+from newsletter.engagement.interests import tracking_enabled
+from newsletter.engagement.results import UNSUB_WINDOW, IssueResults, issue_results
+from newsletter.models import Issue
+from newsletter.web.editor.issues import issue_view
+from newsletter.web.editor.routing import router
+
+
+def charts(results: IssueResults) -> dict[str, Markup]:
+    return {
+        "stories": bar_chart(
+            title="Readers who opened each story", labels=[r.label for r in results.stories],
+            values=[r.readers for r in results.stories], empty="No stories in this issue"),
+        "topics": bar_chart(
+            title="Readers who opened a story on each topic",
+            labels=[r.label for r in results.topics], values=[r.readers for r in results.topics],
+            empty="Nobody has opened a story yet"),
+        "days": column_chart(
+            title="Stories opened per day since the send",
+            labels=[day for day, _n in results.clicks_per_day],
+            series={"Stories opened": [n for _day, n in results.clicks_per_day]},
+            height=200, empty="Not sent yet"),
+    }
+
+
+@router.get("/issues/{issue_id:int}/results")
+def results_page(request: Request, issue_id: int) -> Response:
+    def context(session: Session, _issue: Issue) -> dict[str, Any]:
+        results = issue_results(session=session, issue_id=issue_id)
+        return {"results": results, "charts": charts(results),
+                "window_days": UNSUB_WINDOW.days, "tracking": tracking_enabled()}
+
+    return issue_view(request, issue_id, "results.html", context)
