@@ -110,9 +110,15 @@ def test_old_clicks_fade_below_the_threshold(session, make_subscriber, past_issu
     assert interests_by_subscriber(session=session) == {}
 
 
-def test_one_click_is_not_an_interest(session, make_subscriber, past_issue):
+def test_two_clicks_are_not_yet_an_interest(session, make_subscriber, past_issue):
     reader = make_subscriber()
-    click(session, reader, past_issue, items=item_ids(session, past_issue)[:1])
+    click(session, reader, past_issue, items=item_ids(session, past_issue)[:2])
+    assert interests_by_subscriber(session=session) == {}
+
+
+def test_a_followed_topic_is_not_learned(session, make_subscriber, past_issue):
+    reader = make_subscriber(topics=["logistics"])
+    click(session, reader, past_issue, items=item_ids(session, past_issue)[:3])
     assert interests_by_subscriber(session=session) == {}
 
 
@@ -131,8 +137,9 @@ def test_decay_halves_every_four_weeks():
 
 
 def test_only_the_two_strongest_topics_above_the_threshold_are_kept():
-    scores = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 2.5}
+    scores = {"a": 1.0, "b": 4.0, "c": 2.6, "d": 3.0, "e": 2.4}
     assert strongest(scores) == ["b", "d"]
+    assert strongest({"e": 2.4}) == []
 
 
 def test_suggests_an_unfollowed_topic_read_three_times_this_month(
