@@ -43,8 +43,8 @@ from newsletter.composer import IssueContent, compose, load_issue  # noqa: E402
 from newsletter.engagement.interests import interests_by_subscriber  # noqa: E402
 from newsletter.models import (  # noqa: E402
     Click,
-    IssueStatus,
     Issue,
+    IssueStatus,
     Item,
     ItemTopic,
     Subscriber,

@@ -2,9 +2,10 @@
 and for the preference centre's "Follow Logistics?" suggestions.
 
 A click counts 1 when it happens and half as much every HALF_LIFE after (in weekly
-steps), so a reader whose tastes change is followed within a few weeks. Only the few strongest topics
-above THRESHOLD are returned: that keeps the signal stable from week to week and keeps
-the number of distinct digests (composition keys) close to today's.
+steps), so a reader whose tastes change is followed within a few weeks. Only the
+TOP_TOPICS strongest topics they don't follow, scoring at least THRESHOLD, are
+returned: that keeps the signal stable from week to week and the number of distinct
+digests (composition keys) within 2x today's (bench/bench_compositions.py).
 
 Nothing is learned when click tracking is off for the service (TRACK_CLICKS) or for
 the reader (Subscriber.track_clicks).
