@@ -212,3 +212,15 @@ def test_a_forged_reader_token_falls_back_to_sign_up(client, session, sent_issue
     client.get(f"{story_path(story.id, story.headline)}?m=forged.token", follow_redirects=False)
     response = client.get("/follow/logistics", follow_redirects=False)
     assert response.headers["location"] == "/subscribe?topics=logistics"
+
+
+def test_a_retitled_story_opened_from_an_email_keeps_the_reader(client, session, sent_issue,
+                                                                make_subscriber):
+    sub = make_subscriber()
+    token = tokens.make_token(tokens.MANAGE, sub.id)
+    story = items_of(session, sent_issue)[1]
+    old = client.get(f"/stories/{story.id}/old-headline?m={token}", follow_redirects=False)
+    assert old.status_code == 301 and "no-store" in old.headers["cache-control"]
+    client.get(old.headers["location"], follow_redirects=True)
+    assert client.get("/follow/logistics", follow_redirects=False).headers["location"] == (
+        f"/manage/{token}?follow=logistics")

@@ -189,6 +189,19 @@ def _story_view(content: IssueContent, item: ItemContent) -> dict[str, Any]:
             "link_url": item.link_url, "link_text": item.link_text}
 
 
+def _canonical_first(request: Request, slug: str | None, title: str,
+                     canonical: str) -> Response | None:
+    """A 301 to the canonical URL for an old or missing slug; then the reader hop."""
+    if slug != slugify(title):
+        token = request.query_params.get("m")
+        if token is None:
+            return RedirectResponse(canonical, status_code=301)
+        # A retitled story opened from an email: keep the reader's token for the next hop.
+        return _private(RedirectResponse(f"{canonical}?{urlencode({'m': token[:512]})}",
+                                         status_code=301))
+    return _reader_redirect(request, canonical)
+
+
 def _reader_redirect(request: Request, canonical: str) -> Response | None:
     """`?m=<manage token>` (a reader arriving from their email): keep the token in a
     cookie only /follow receives, and show the clean, shareable URL."""
@@ -220,9 +233,7 @@ def _issue_page(request: Request, issue_id: int, slug: str | None) -> Response:
         content = load_issue(session=session, issue_id=issue_id)
         sent = issue.sent_at or issue.send_started_at
     canonical = issue_path(issue_id, content.title)
-    if slug != slugify(content.title):
-        return RedirectResponse(canonical, status_code=301)
-    early = _reader_redirect(request, canonical)
+    early = _canonical_first(request, slug, content.title, canonical)
     if early is not None:
         return early
     stories = [_story_view(content, item) for item in content.items]
@@ -237,12 +248,8 @@ def _issue_page(request: Request, issue_id: int, slug: str | None) -> Response:
 
 
 @router.api_route("/issues/{issue_id:int}", methods=READ_METHODS)
-async def issue_no_slug(request: Request, issue_id: int) -> Response:
-    return await run_in_threadpool(_issue_page, request, issue_id, None)
-
-
 @router.api_route("/issues/{issue_id:int}/{slug}", methods=READ_METHODS)
-async def issue_page(request: Request, issue_id: int, slug: str) -> Response:
+async def issue_page(request: Request, issue_id: int, slug: str | None = None) -> Response:
     return await run_in_threadpool(_issue_page, request, issue_id, slug)
 
 
@@ -270,9 +277,7 @@ def _story_page(request: Request, item_id: int, slug: str | None) -> Response:
         raise _not_found()
     item = content.items[index]
     canonical = story_path(item.id, item.headline)
-    if slug != slugify(item.headline):
-        return RedirectResponse(canonical, status_code=301)
-    early = _reader_redirect(request, canonical)
+    early = _canonical_first(request, slug, item.headline, canonical)
     if early is not None:
         return early
     story = _story_view(content, item)
@@ -291,12 +296,8 @@ def _story_page(request: Request, item_id: int, slug: str | None) -> Response:
 
 
 @router.api_route("/stories/{item_id:int}", methods=READ_METHODS)
-async def story_no_slug(request: Request, item_id: int) -> Response:
-    return await run_in_threadpool(_story_page, request, item_id, None)
-
-
 @router.api_route("/stories/{item_id:int}/{slug}", methods=READ_METHODS)
-async def story_page(request: Request, item_id: int, slug: str) -> Response:
+async def story_page(request: Request, item_id: int, slug: str | None = None) -> Response:
     return await run_in_threadpool(_story_page, request, item_id, slug)
 
 
