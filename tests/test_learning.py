@@ -148,3 +148,30 @@ def test_suggests_an_unfollowed_topic_read_three_times_this_month(
     click(session, reader, past_issue, items=item_ids(session, past_issue))
     [suggestion] = topic_suggestions(session=session, subscriber_id=reader.id)
     assert (suggestion.slug, suggestion.name, suggestion.stories) == ("logistics", "Logistics", 3)
+
+
+def test_editor_preview_of_a_reader_shows_their_learned_order(
+        editor_client, session, make_issue, make_subscriber, past_issue):
+    reader = make_subscriber(email="lea@example.org", topics=["europe"])
+    click(session, reader, past_issue, items=item_ids(session, past_issue)[:3])
+    week = make_issue(items=THIS_WEEK)
+    frame = editor_client.get(f"/editor/issues/{week.id}/preview/frame",
+                              params={"email": "lea@example.org"}).text
+    assert "You often read Logistics" in frame
+    assert frame.index("Port automation") < frame.index("Fintech round")
+
+
+def test_cli_preview_of_a_reader_shows_their_learned_order(
+        app_settings, session, make_issue, make_subscriber, past_issue):
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    reader = make_subscriber(email="lea@example.org", topics=["europe"])
+    click(session, reader, past_issue, items=item_ids(session, past_issue)[:3])
+    week = make_issue(items=THIS_WEEK)
+    result = CliRunner().invoke(app, ["preview", str(week.id), "-s", "lea@example.org",
+                                      "-f", "text"])
+    assert result.exit_code == 0, result.output
+    assert "You often read Logistics" in result.output
+    assert result.output.index("Port automation") < result.output.index("Fintech round")
