@@ -56,8 +56,9 @@ def _outside_requests(page, base: str) -> list[str]:
     return seen
 
 
-def test_archive_issue_and_story_pages_at_phone_and_desktop_widths(
+def test_reader_reads_the_archive_then_follows_a_topic_and_stops_click_recording(
         session, live_server, browser_page, make_subscriber):
+    """One server for the reader's whole visit (starting one costs ~10 s)."""
     issues = _sent_seed_issues(session)
     page = browser_page
     outside = _outside_requests(page, live_server.url)
@@ -71,35 +72,28 @@ def test_archive_issue_and_story_pages_at_phone_and_desktop_widths(
     page.wait_for_url(f"{live_server.url}{issue_path(issue.id, issue.title)}")
     _shoot(page, "issue")
 
-    story = _items(session, issue)[0]
+    items = _items(session, issue)
+    story = items[0]
     page.goto(f"{live_server.url}{story_path(story.id, story.headline)}")
     assert page.get_by_role("heading", level=1).inner_text() == story.headline
     _shoot(page, "story")
     assert outside == []
 
-    # A reader from their email follows a topic in their preference centre.
+    # A reader who opened four stories on one topic arrives from their email.
     reader = make_subscriber(topics=["travel"])
+    session.add_all(Click(subscriber_id=reader.id, issue_id=issue.id, item_id=i.id)
+                    for i in items[:4])
+    session.commit()
     token = tokens.make_token(tokens.MANAGE, reader.id)
     page.goto(f"{live_server.url}{story_path(story.id, story.headline)}?m={token}")
     assert "?m=" not in page.url
     page.get_by_role("link", name="Follow this topic").first.click()
     page.wait_for_url(f"{live_server.url}/manage/**")
-    page.get_by_role("button", name="Follow").first.click()
+    assert page.get_by_text("You were reading a story on").is_visible()
+    _shoot(page, "manage")
+    page.locator(".suggestion button").first.click()
     page.get_by_text("You now follow").wait_for()
 
-
-def test_preference_centre_suggests_and_switches_off_click_recording(
-        session, live_server, browser_page, make_subscriber, make_issue):
-    issue = make_issue(status=IssueStatus.sent, items=[
-        {"headline": f"Warehouse story {n}", "topics": ["logistics"]} for n in range(4)])
-    reader = make_subscriber(topics=["travel"])
-    for item in _items(session, issue):
-        session.add(Click(subscriber_id=reader.id, issue_id=issue.id, item_id=item.id))
-    session.commit()
-    page = browser_page
-    page.goto(f"{live_server.url}/manage/{tokens.make_token(tokens.MANAGE, reader.id)}")
-    assert page.locator(".suggestion").count() >= 1
-    _shoot(page, "manage")
     page.check("#no_click_tracking")
     page.get_by_role("button", name="Save changes").click()
     page.get_by_text("Saved.").wait_for()
