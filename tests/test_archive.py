@@ -224,3 +224,18 @@ def test_a_retitled_story_opened_from_an_email_keeps_the_reader(client, session,
     client.get(old.headers["location"], follow_redirects=True)
     assert client.get("/follow/logistics", follow_redirects=False).headers["location"] == (
         f"/manage/{token}?follow=logistics")
+
+
+@pytest.mark.parametrize("status", [IssueStatus.sending, IssueStatus.paused])
+def test_an_issue_going_out_is_public_as_readers_already_click_it(
+        client, session, make_issue, status):
+    issue = make_issue(title="Going out now", status=status, items=["Fresh story"])
+    story = items_of(session, issue)[0]
+    assert client.get(issue_path(issue.id, issue.title)).status_code == 200
+    assert client.get(story_path(story.id, story.headline)).status_code == 200
+
+
+def test_uptime_monitors_can_probe_with_head(client, sent_issue):
+    for path in ("/archive", "/archive.atom", issue_path(sent_issue.id, sent_issue.title)):
+        response = client.head(path)
+        assert response.status_code == 200 and response.headers["etag"], path
