@@ -175,3 +175,13 @@ def test_cli_preview_of_a_reader_shows_their_learned_order(
     assert result.exit_code == 0, result.output
     assert "You often read Logistics" in result.output
     assert result.output.index("Port automation") < result.output.index("Fintech round")
+
+
+def test_interests_as_of_a_moment_ignore_later_clicks(session, make_subscriber, past_issue):
+    """Planning and the batches of one send pass the same `now` (the send's start), so a
+    click in between cannot change which email a reader gets half-way through."""
+    reader = make_subscriber()
+    started = utcnow() - timedelta(hours=1)
+    click(session, reader, past_issue, items=item_ids(session, past_issue)[:3], days_ago=0.01)
+    assert interests_by_subscriber(session=session, now=started) == {}
+    assert interests_by_subscriber(session=session) == {reader.id: ["logistics"]}

@@ -56,7 +56,11 @@ def interests_by_subscriber(
     """subscriber id -> learned topic slugs (at most `top`, strongest first), in one
     query: for everyone who clicked recently, or for the given ids. Pass the result's
     entry to `compose(..., learned=...)`; readers absent from it learned nothing.
-    (`threshold` and `top` are for the bench that shows why they are what they are.)"""
+    (`threshold` and `top` are for the bench that shows why they are what they are.)
+
+    Only clicks up to `now` count: planning and every batch of one send pass the same
+    moment (the issue's send_started_at), so they compose the same email for a reader
+    even if the reader clicks something in between."""
     if not tracking_enabled():
         return {}
     now = now or utcnow()
@@ -73,7 +77,8 @@ def interests_by_subscriber(
         .join(ItemTopic, col(ItemTopic.item_id) == col(Click.item_id))
         .join(Topic, col(Topic.id) == col(ItemTopic.topic_id))
         .join(Subscriber, col(Subscriber.id) == col(Click.subscriber_id))
-        .where(col(Click.at) >= now - WINDOW, col(Subscriber.track_clicks).is_(True),
+        .where(col(Click.at) >= now - WINDOW, col(Click.at) <= now,
+               col(Subscriber.track_clicks).is_(True),
                # Followed topics lead the email already: learn what else they read.
                ~exists(select(SubscriberTopic.topic_id).where(
                    col(SubscriberTopic.subscriber_id) == col(Click.subscriber_id),
