@@ -176,6 +176,8 @@ def test_atom_feed_parses_with_one_entry_per_sent_issue(client, session, make_is
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", updated)
     assert feed.findtext(f"{ATOM}updated") == updated
     assert "Hermès beats forecasts" in ET.tostring(entry.find(f"{ATOM}content"), "unicode")
+    categories = {c.get("term"): c.get("label") for c in entry.findall(f"{ATOM}category")}
+    assert categories["logistics"] == "Logistics" and "luxury-fashion" in categories
 
 
 def test_atom_feed_escapes_markup_in_titles(client, make_issue):

@@ -373,6 +373,8 @@ def build_feed(session: Session) -> tuple[bytes, str, datetime]:
                                           or issue.updated_at))
         if content.intro:
             _sub(entry, "summary", content.intro)
+        for slug in sorted({t for item in content.items for t in item.topics}):
+            _sub(entry, "category", term=slug, label=content.topic_names.get(slug, slug))
         body = _sub(entry, "content", type="xhtml")
         div = ET.SubElement(body, f"{{{XHTML}}}div")
         for item in content.items:
