@@ -22,15 +22,23 @@ from newsletter.web.editor.routing import router
 CHART_WIDTH = 440
 
 
+def _label(text: str, limit: int = 26) -> str:
+    # bar_chart's label column is 190 units wide: long headlines (in full in the table
+    # below) would run off its left edge.
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def charts(results: IssueResults) -> dict[str, Markup]:
     return {
         "stories": bar_chart(
-            title="Readers who opened each story", labels=[r.label for r in results.stories],
+            title="Readers who opened each story",
+            labels=[_label(r.label) for r in results.stories],
             values=[r.readers for r in results.stories], empty="No stories in this issue",
             width=CHART_WIDTH),
         "topics": bar_chart(
             title="Readers who opened a story on each topic",
-            labels=[r.label for r in results.topics], values=[r.readers for r in results.topics],
+            labels=[_label(r.label) for r in results.topics],
+            values=[r.readers for r in results.topics],
             empty="Nobody has opened a story yet", width=CHART_WIDTH),
         "days": column_chart(
             title="Stories opened per day since the send",
