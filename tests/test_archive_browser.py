@@ -62,6 +62,8 @@ def test_reader_reads_the_archive_then_follows_a_topic_and_stops_click_recording
     issues = _sent_seed_issues(session)
     page = browser_page
     outside = _outside_requests(page, live_server.url)
+    errors: list[str] = []  # a CSP violation (an inline style, say) lands here
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
     page.goto(f"{live_server.url}/archive")
     assert page.get_by_role("heading", name="The archive").is_visible()
@@ -77,7 +79,7 @@ def test_reader_reads_the_archive_then_follows_a_topic_and_stops_click_recording
     page.goto(f"{live_server.url}{story_path(story.id, story.headline)}")
     assert page.get_by_role("heading", level=1).inner_text() == story.headline
     _shoot(page, "story")
-    assert outside == []
+    assert outside == [] and errors == []
 
     # A reader who opened four stories on one topic arrives from their email.
     reader = make_subscriber(topics=["travel"])
