@@ -46,6 +46,7 @@ def test_dont_record_my_clicks_turns_tracking_off_and_deletes_clicks(
     _clicks(session, other, issue, 2)
     page = client.get(_manage(sub)).text
     assert "Don't record my clicks" in page and "delete the 3 clicks" in page
+    assert "stories on Logistics come first in your “Also this week”" in page
 
     response = submit(client, _manage(sub), {"topics": ["travel"], "timezone": "UTC",
                                              "no_click_tracking": "1"})

@@ -9,7 +9,12 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from newsletter import subscribers as subs
-from newsletter.engagement.interests import Suggestion, topic_suggestions, tracking_enabled
+from newsletter.engagement.interests import (
+    Suggestion,
+    learned_for,
+    topic_suggestions,
+    tracking_enabled,
+)
 from newsletter.models import Click, EventKind, Subscriber, Topic, utcnow
 
 
@@ -56,6 +61,7 @@ class EngagementView:
     suggestions: list[Suggestion] = field(default_factory=list)
     offer: Topic | None = None  # ?follow=<slug> from a story page, not yet followed
     already: Topic | None = None  # ?follow=<slug> they already follow
+    learned: list[str] = field(default_factory=list)  # names of topics we order by now
 
 
 def engagement_view(*, session: Session, sub: Subscriber, follow: str | None) -> EngagementView:
@@ -66,6 +72,10 @@ def engagement_view(*, session: Session, sub: Subscriber, follow: str | None) ->
     view = EngagementView(service_tracks=tracking_enabled(), clicks=int(clicks))
     if sub.track_clicks:
         view.suggestions = topic_suggestions(session=session, subscriber_id=sub.id)
+        # Say what we learned, so the reader can judge the switch below.
+        names = dict(session.exec(select(Topic.slug, Topic.name)).all())
+        view.learned = [names.get(slug, slug)
+                        for slug in learned_for(session=session, subscriber_id=sub.id)]
     if follow:
         topic = session.exec(select(Topic).where(Topic.slug == follow[:64])).first()
         if topic is not None and topic.slug in followed:
