@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -126,6 +127,45 @@ def timed(fn, repeat: int = 3):  # type: ignore[no-untyped-def]
     return best, result
 
 
+def measure(session: Session, n: int, seed: int, show: Callable[[str], None] = print,
+            *, compare: bool = True) -> float:
+    """Populate, print the table, and return the worst ratio learned/today (`compare`:
+    also the variants that show why the defaults are what they are)."""
+    t0 = time.perf_counter()
+    issue_ids = populate(session, n, seed)
+    clicks = len(session.exec(select(Click.id)).all())
+    show(f"{n} readers, {clicks} clicks, seeds loaded in {time.perf_counter() - t0:.1f}s")
+    readers = [(s.id or 0, s.only_my_topics) for s in session.exec(select(Subscriber))]
+    t_topics, topics = timed(lambda: topics_by_subscriber(session=session))
+    t_learned, learned = timed(lambda: interests_by_subscriber(session=session))
+    variants = {
+        "top 1": interests_by_subscriber(session=session, top=1),
+        ">= 1.5": interests_by_subscriber(session=session, threshold=1.5),
+        "unquantised": interests_by_subscriber(session=session, threshold=0.0, top=99),
+    } if compare else {}
+    show(f"interests_by_subscriber {t_learned * 1000:.0f} ms vs topics_by_subscriber "
+         f"{t_topics * 1000:.0f} ms (ratio {t_learned / t_topics:.1f}x); "
+         f"{len(learned)} readers have a learned interest")
+    weeks = [load_issue(session=session, issue_id=i) for i in issue_ids]
+    every = replace(weeks[-1], id=0, items=tuple(
+        replace(item, position=k) for k, item in
+        enumerate(i for w in reversed(weeks) for i in w.items)))
+    show(f"{'this week':<34}{'today':>7}{'learned':>9}{'ratio':>7}"
+         + "".join(f"{name:>13}" for name in variants))
+    worst = 0.0
+    for issue in [*weeks, every]:
+        base = distinct(issue, readers, topics, {})
+        with_learning = distinct(issue, readers, topics, learned)
+        others = [distinct(issue, readers, topics, v) for v in variants.values()]
+        worst = max(worst, with_learning / base)
+        label = "all 32 seed stories (12 shown)" if issue.id == 0 else \
+            f"#{issue.id} {issue.issue_date} ({len(issue.items)} stories)"
+        show(f"{label:<34}{base:>7}{with_learning:>9}{with_learning / base:>6.2f}x"
+             + "".join(f"{k:>8} {k / base:>3.1f}x" for k in others))
+    show(f"worst ratio {worst:.2f}x (floor: 2x)")
+    return worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=20_000)
@@ -139,39 +179,7 @@ def main() -> None:
         settings.database_url = url
         db.reset_engine()
         with Session(db.get_engine(), expire_on_commit=False) as session:
-            t0 = time.perf_counter()
-            issue_ids = populate(session, args.n, args.seed)
-            clicks = len(session.exec(select(Click.id)).all())
-            print(f"{args.n} readers, {clicks} clicks, seeds loaded in "
-                  f"{time.perf_counter() - t0:.1f}s")
-            readers = [(s.id or 0, s.only_my_topics) for s in session.exec(select(Subscriber))]
-            t_topics, topics = timed(lambda: topics_by_subscriber(session=session))
-            t_learned, learned = timed(lambda: interests_by_subscriber(session=session))
-            variants = {
-                "top 1": interests_by_subscriber(session=session, top=1),
-                ">= 1.5": interests_by_subscriber(session=session, threshold=1.5),
-                "unquantised": interests_by_subscriber(session=session, threshold=0.0, top=99),
-            }
-            print(f"interests_by_subscriber {t_learned * 1000:.0f} ms vs topics_by_subscriber "
-                  f"{t_topics * 1000:.0f} ms (ratio {t_learned / t_topics:.1f}x); "
-                  f"{len(learned)} readers have a learned interest")
-            weeks = [load_issue(session=session, issue_id=i) for i in issue_ids]
-        every = replace(weeks[-1], id=0, items=tuple(
-            replace(item, position=n) for n, item in
-            enumerate(i for w in reversed(weeks) for i in w.items)))
-        print(f"{'this week':<34}{'today':>7}{'learned':>9}{'ratio':>7}"
-              + "".join(f"{name:>13}" for name in variants))
-        worst = 0.0
-        for issue in [*weeks, every]:
-            base = distinct(issue, readers, topics, {})
-            with_learning = distinct(issue, readers, topics, learned)
-            others = [distinct(issue, readers, topics, v) for v in variants.values()]
-            worst = max(worst, with_learning / base)
-            label = "all 32 seed stories (12 shown)" if issue.id == 0 else \
-                f"#{issue.id} {issue.issue_date} ({len(issue.items)} stories)"
-            print(f"{label:<34}{base:>7}{with_learning:>9}{with_learning / base:>6.2f}x"
-                  + "".join(f"{n:>8} {n / base:>3.1f}x" for n in others))
-        print(f"worst ratio {worst:.2f}x (floor: 2x)")
+            measure(session, args.n, args.seed)
 
 
 if __name__ == "__main__":
