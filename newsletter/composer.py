@@ -8,7 +8,7 @@ get the same `Composition.key` (and so share one rendered email).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
@@ -60,6 +60,7 @@ class ChosenItem:
     why: Why
     reason: str
     matched: tuple[str, ...] = ()  # followed topic slugs this item carries
+    learned: tuple[str, ...] = ()  # learned-interest slugs this item carries (see learned=)
 
 
 @dataclass(frozen=True)
@@ -137,17 +138,26 @@ def compose(
     followed: Iterable[str] = (),
     only_my_topics: bool = False,
     max_items: int | None = None,
+    learned: Sequence[str] = (),
 ) -> Composition | None:
     """Pick and order items for someone following `followed`.
 
     Pinned items first, then items matching followed topics (more matches first,
-    then editor order), then the rest of the week in editor order, capped at
-    `max_items`. Returns None when "only my topics" leaves nothing to send.
+    then editor order), then the rest of the week, capped at `max_items`. Returns
+    None when "only my topics" leaves nothing to send.
+
+    `learned` is the reader's learned interest, strongest first (see
+    `engagement.interests.interests_by_subscriber`): within the rest of the week,
+    stories on a learned topic come first, strongest topic first, with the reason
+    "You often read Logistics"; the others follow in editor order. Empty (the
+    default, and always when click tracking is off) keeps the editor's order.
     """
     wanted = frozenset(followed)
+    # A followed topic already leads the email: learning only reorders the rest.
+    rank = {slug: i for i, slug in enumerate(t for t in dict.fromkeys(learned) if t not in wanted)}
     pinned: list[ChosenItem] = []
     matching: list[tuple[int, int, ChosenItem]] = []
-    rest: list[ChosenItem] = []
+    rest: list[tuple[int, int, ChosenItem]] = []
     for index, item in enumerate(issue.items):
         matched = tuple(t for t in item.topics if t in wanted)
         if item.pinned:
@@ -157,14 +167,21 @@ def compose(
             reason = f"You follow {_join_names(names)}"
             matching.append((-len(matched), index, ChosenItem(item, "topic", reason, matched)))
         else:
-            reason = "Also this week" if wanted else "From this week's roundup"
-            rest.append(ChosenItem(item, "editor", reason))
+            liked = tuple(sorted((t for t in item.topics if t in rank), key=rank.__getitem__))
+            if liked:
+                reason = f"You often read {issue.topic_names.get(liked[0], liked[0])}"
+                rest.append((rank[liked[0]], index, ChosenItem(item, "editor", reason, (),
+                                                               liked)))
+            else:
+                reason = "Also this week" if wanted else "From this week's roundup"
+                rest.append((len(rank), index, ChosenItem(item, "editor", reason)))
     matching.sort(key=lambda entry: (entry[0], entry[1]))
+    rest.sort(key=lambda entry: (entry[0], entry[1]))
     if only_my_topics and not matching:
         return None
     chosen = pinned + [entry[2] for entry in matching]
     if not only_my_topics:
-        chosen += rest
+        chosen += [entry[2] for entry in rest]
     if max_items is not None:
         chosen = chosen[: max(max_items, len(pinned))]
     return Composition(issue_id=issue.id, items=tuple(chosen), key=composition_key(issue, chosen))

@@ -93,3 +93,37 @@ def test_load_issue_reads_visible_items_in_editor_order_with_topics(session, mak
     assert [i.headline for i in content.items] == ["First", "Second"]
     assert set(content.items[0].topics) == {"luxury-fashion", "europe"}
     assert content.topic_names["logistics"]
+
+
+def test_learned_topics_lead_the_rest_of_the_week_with_their_reason():
+    issue = issue_of(item(1), item(2, ("logistics",)), item(3, ("luxury",)), item(4, ("europe",)))
+    comp = compose(issue, followed=["luxury"], learned=["europe", "logistics"])
+    assert ids(comp) == [3, 4, 2, 1]
+    assert [c.reason for c in comp.items] == [
+        "You follow Luxury", "You often read Europe", "You often read Logistics",
+        "Also this week"]
+    assert comp.items[1].why == "editor" and comp.items[1].learned == ("europe",)
+
+
+def test_learned_topic_that_is_also_followed_changes_nothing():
+    issue = issue_of(item(1), item(2, ("luxury",)))
+    plain = compose(issue, followed=["luxury"])
+    assert compose(issue, followed=["luxury"], learned=["luxury"]).key == plain.key
+
+
+def test_learned_interest_never_overtakes_pinned_or_followed_items():
+    issue = issue_of(item(1, ("logistics",)), item(2, pinned=True), item(3, ("luxury",)))
+    comp = compose(issue, followed=["luxury"], learned=["logistics"])
+    assert ids(comp) == [2, 3, 1]
+
+
+def test_learned_items_survive_the_max_items_cap():
+    issue = issue_of(item(1), item(2), item(3, ("logistics",)))
+    assert ids(compose(issue, followed=[], learned=["logistics"], max_items=1)) == [3]
+
+
+def test_no_learned_interest_gives_the_same_key_as_before():
+    issue = issue_of(item(1, ("africa",)), item(2))
+    assert compose(issue, followed=[], learned=[]).key == compose(issue, followed=[]).key
+    # a learned topic this issue doesn't carry renders the same email too
+    assert compose(issue, followed=[], learned=["travel"]).key == compose(issue, followed=[]).key

@@ -41,6 +41,7 @@ def preview(
 ) -> None:
     """Render ISSUE exactly as one subscriber would receive it (HTML, text or .eml)."""
     from newsletter.composer import compose, load_issue
+    from newsletter.engagement.interests import learned_for
     from newsletter.message import MessageFactory
     from newsletter.render import Recipient, render_digest
     from newsletter.settings import settings
@@ -64,6 +65,7 @@ def preview(
                 fail(f"no subscriber with email {subscriber!r}")
             followed = followed_topics(session=session, subscriber_id=sub.id)
             only_mine = sub.only_my_topics
+            learned = learned_for(session=session, subscriber_id=sub.id)
             recipient = Recipient(subscriber_id=sub.id, email=sub.email, name=sub.name)
             who = sub.email
         else:
@@ -74,12 +76,14 @@ def preview(
             except SubscriberError as exc:
                 fail(str(exc))
             only_mine = only_my_topics
+            learned = []
             domain = settings.mail_from_address.rpartition("@")[2] or "localhost"
             recipient = Recipient(subscriber_id=0, email=f"preview@{domain}", name="")
             who = f"someone following {', '.join(followed) or 'no topics'}"
 
     composition = compose(
-        issue, followed=followed, only_my_topics=only_mine, max_items=settings.digest_max_items
+        issue, followed=followed, only_my_topics=only_mine, max_items=settings.digest_max_items,
+        learned=learned,
     )
     if composition is None:
         typer.echo(

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.preflight.secret import ensure_secret_key, key_problems
 from newsletter.settings import settings
-from newsletter.web import api, public, webhooks
+from newsletter.web import api, archive, public, webhooks
 from newsletter.web.security import (
     InsecureSecretError,
     RateLimiter,
@@ -90,6 +90,7 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
     app.include_router(api.router)
     app.include_router(public.router)
     app.include_router(webhooks.router)  # issue 8: relay bounce/complaint webhooks
+    app.include_router(archive.router)  # the public web archive (issue 9)
     # The editors' console (issue 4) is its own package; include it when present so
     # the two can land independently.
     if importlib.util.find_spec("newsletter.web.editor") is not None:

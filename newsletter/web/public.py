@@ -24,6 +24,8 @@ from starlette.datastructures import FormData
 
 from newsletter import db, signup, tokens
 from newsletter import subscribers as subs
+from newsletter.engagement.interests import tracking_enabled
+from newsletter.engagement.preferences import engagement_view, follow_topic, set_click_tracking
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.settings import settings
 from newsletter.signup import ERASED_SUFFIX, TRACKING_KEYS, SignupInvalid, SignupOutcome
@@ -115,8 +117,10 @@ def home() -> Response:
 
 @router.api_route("/subscribe", methods=READ_METHODS)
 def subscribe_page(request: Request) -> Response:
+    # ?topics=logistics: "Follow this topic" on an archive story ticks it for them.
     return _signup_page(request, "subscribe.html",
-                        forms.SignupForm(tracking=_tracking_from_request(request)))
+                        forms.SignupForm(tracking=_tracking_from_request(request),
+                                         topics=request.query_params.getlist("topics")[:20]))
 
 
 @router.post("/subscribe")
@@ -291,16 +295,22 @@ def _form_expired(request: Request, back: str) -> Response:
 
 def _manage_page(request: Request, session: Session, sub: Subscriber, token: str, *,
                  form: forms.PreferencesForm | None = None, errors: dict[str, str] | None = None,
-                 saved: bool = False, status_code: int = 200) -> Response:
+                 saved: bool = False, status_code: int = 200, notice: str = "",
+                 track_clicks: bool | None = None) -> Response:
     assert sub.id is not None
     if form is None:
         form = forms.PreferencesForm(
             name=sub.name, timezone=sub.timezone, only_my_topics=sub.only_my_topics,
             paused=sub.paused,
             topics=subs.followed_topics(session=session, subscriber_id=sub.id))
+    follow = request.query_params.get("follow") if request.method == "GET" else None
     return render(request, "manage.html", {
         "sub": sub, "form": form, "token": token, "topics": forms.all_topics(session),
         "timezones": forms.timezones(), "errors": errors or {}, "saved": saved,
+        # issue 9: click tracking switch, "Follow Logistics?" suggestions
+        "notice": notice,
+        "track_clicks": sub.track_clicks if track_clicks is None else track_clicks,
+        "engagement": engagement_view(session=session, sub=sub, follow=follow),
     }, status_code=status_code)
 
 
@@ -353,17 +363,44 @@ def _save_preferences(request: Request, session: Session, sub: Subscriber, token
             check()
         except subs.SubscriberError as exc:
             errors[exc.field or key] = str(exc)
+    # The switch is shown only while the service records clicks; otherwise keep the
+    # reader's choice for when it does again.
+    track_clicks = (not forms.checked(raw, "no_click_tracking") if tracking_enabled()
+                    else sub.track_clicks)
     if errors:
         return _manage_page(request, session, sub, token, form=form, errors=errors,
-                            status_code=422)
+                            status_code=422, track_clicks=track_clicks)
     subs.update_preferences(
         session=session, subscriber_id=sub.id, source="manage", name=form.name,
         timezone=form.timezone, only_my_topics=form.only_my_topics, paused=form.paused,
         topics=form.topics)
+    set_click_tracking(session=session, subscriber_id=sub.id, enabled=track_clicks,
+                       source="manage")
     session.commit()
     fresh = session.get(Subscriber, sub.id)
     assert fresh is not None
     return _manage_page(request, session, fresh, token, saved=True)
+
+
+@router.post("/manage/{token}/follow")
+async def manage_follow(request: Request, token: str) -> Response:
+    return await _manage_post(request, token, _follow)
+
+
+def _follow(request: Request, session: Session, sub: Subscriber, token: str,
+            raw: FormData) -> Response:
+    """One-click "Follow Logistics?" from a suggestion or a story page."""
+    assert sub.id is not None
+    try:
+        topic = follow_topic(session=session, subscriber_id=sub.id,
+                             slug=forms.text(raw, "topic"), source="manage-suggestion")
+    except subs.SubscriberError as exc:
+        return _manage_page(request, session, sub, token, errors={"topics": str(exc)},
+                            status_code=422)
+    session.commit()
+    return _manage_page(request, session, sub, token,
+                        notice=f"You now follow {topic.name}. Its stories come first from "
+                               "your next email.")
 
 
 @router.post("/manage/{token}/unsubscribe")

@@ -6,6 +6,7 @@ from newsletter.web.editor import (  # noqa: F401
     dashboard,
     issues,
     preview,
+    results,  # issue 9: per-story results
     sending,
     subscribers,
     suppressions,  # issue 8

@@ -17,15 +17,16 @@ from newsletter.checks import (
     Audience,
     Reader,
     audiences,
-    compose_for,
     readers,
     render_preview,
     run_checks,
 )
-from newsletter.composer import Composition, IssueContent, load_issue
+from newsletter.composer import Composition, IssueContent, compose, load_issue
 from newsletter.editorial import ApprovalRefused, approve_issue, unapprove_issue
+from newsletter.engagement.interests import learned_for
 from newsletter.models import Issue, Subscriber
 from newsletter.render import Recipient
+from newsletter.settings import settings
 from newsletter.subscribers import SubscriberError, followed_topics, get_by_email, normalise_email
 from newsletter.web import forms
 from newsletter.web.editor.issues import commit_change, issue_view, not_found
@@ -47,6 +48,7 @@ class Selection:
     error: str = ""
     matches: list[str] = field(default_factory=list)  # addresses a partial search found
     reader: Reader = field(default_factory=lambda: Reader(0, "preview@roundup.invalid"))
+    learned: tuple[str, ...] = ()  # the subscriber's learned interests (issue 9)
 
     def query(self) -> str:
         pairs: list[tuple[str, str]] = []
@@ -79,7 +81,14 @@ def _subscriber_selection(session: Session, sub: Subscriber) -> Selection:
     followed = tuple(sorted(followed_topics(session=session, subscriber_id=sub.id or 0)))
     return Selection(email=sub.email, topics=list(followed), only_my_topics=sub.only_my_topics,
                      reader=Reader(sub.id or 0, sub.email, sub.name, followed,
-                                   sub.only_my_topics))
+                                   sub.only_my_topics),
+                     learned=tuple(learned_for(session=session, subscriber_id=sub.id or 0)))
+
+
+def compose_selected(issue: IssueContent, sel: Selection) -> Composition | None:
+    """What the selected reader gets, learned interests included."""
+    return compose(issue, followed=sel.reader.followed, only_my_topics=sel.reader.only_my_topics,
+                   max_items=settings.digest_max_items, learned=sel.learned)
 
 
 def selection(session: Session, source: QueryParams | FormData) -> Selection:
@@ -117,7 +126,7 @@ def preview_page(request: Request, issue_id: int, *, notice: str = "", error: st
         issue = load_issue(session=session, issue_id=issue_id)
         people = readers(session=session)
         groups = audiences(issue=issue, people=people)
-        composition = compose_for(issue, sel.reader)
+        composition = compose_selected(issue, sel)
         key = composition.key if composition else "nothing"
         same = _audience_of(groups, key)
         nothing = _audience_of(groups, "nothing")
@@ -158,7 +167,7 @@ def _compose_selected(
     with db_session() as session:
         issue = load_issue(session=session, issue_id=issue_id)
         sel = selection(session, source)
-    return sel, issue, compose_for(issue, sel.reader)
+    return sel, issue, compose_selected(issue, sel)
 
 
 @router.get("/issues/{issue_id:int}/preview/frame")
