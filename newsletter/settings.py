@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     signup_cooldown_minutes: int = 15
     signup_rate_per_minute: int = 10
 
+    # --- web abuse limits and uploads (issue 11) ---
+    # Proxies whose X-Forwarded-For `newsletter web` believes (comma-separated IPs or
+    # CIDRs, uvicorn's syntax; "*" for all). Empty: the connection's own address.
+    forwarded_allow_ips: str = ""
+    confirmations_per_day: int = Field(default=3, ge=1)  # per address, moving 24 h
+    manage_links_per_day: int = Field(default=3, ge=1)  # "email me a fresh link"
+    max_items_per_issue: int = Field(default=200, ge=1)
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:

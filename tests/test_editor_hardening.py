@@ -3,15 +3,19 @@ the editor's session, and sessions that end on the server at logout."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import httpx
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 from sqlmodel import select
 
-from newsletter import db
+from newsletter import db, editors
 from newsletter.editors import Editor
+from newsletter.web.editor import auth
 from newsletter.web.editor.routing import SESSION_COOKIE
 from newsletter.web.security import CSRF_COOKIE
 from tests.fixtures.editor import create_editor, editor_post, login
@@ -41,16 +45,110 @@ def test_spellings_of_one_address_share_one_login_budget(anon_client, editor_acc
 
 def test_the_login_limit_is_counted_in_redis_across_processes(redis_url, web_app,
                                                               editor_account):
-    _clear_of_the_minute_boundary()
     with TestClient(web_app) as client:
         for _ in range(5):
             assert login(client, editor_account.email, "wrong password").status_code == 401
-        keys = redis.Redis.from_url(redis_url).keys("roundup:editor-login:email:*")
-        assert [k.decode().rsplit(":", 1)[0] for k in keys] == [
-            "roundup:editor-login:email:editor@roundup.example"]
+        keys = redis.Redis.from_url(redis_url).keys("roundup:editor-login:*account-ip*")
+        assert len(keys) == 1
+        assert b"editor@roundup.example" not in keys[0]  # addresses stay out of Redis
         # Another web process starts with an empty memory; Redis still holds the count.
         web_app.state.editor_login_limiter = None
         assert login(client, editor_account.email, editor_account.password).status_code == 429
+
+
+# --- the login limit under concurrency -------------------------------------------------
+
+
+def _async_client(app, ip: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def _login_async(client: httpx.AsyncClient, email: str, password: str) -> int:
+    page = await client.get("/editor/login")
+    token = csrf_token(page.text)
+    response = await client.post("/editor/login", data={
+        "email": email, "password": password, "next": "/editor", "csrf_token": token})
+    return response.status_code
+
+
+@pytest.fixture
+def counted_checks(monkeypatch) -> list[str]:
+    """Every password check the login page makes, by the address it was for."""
+    checks: list[str] = []
+    real = editors.authenticate
+
+    def counting(*, session, email, password):
+        checks.append(email)
+        return real(session=session, email=email, password=password)
+
+    monkeypatch.setattr(editors, "authenticate", counting)
+    return checks
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+def test_fifty_parallel_wrong_passwords_get_at_most_five_checks(
+        request, web_app, editor_account, counted_checks, monkeypatch, storage):
+    if storage == "redis":
+        request.getfixturevalue("redis_url")
+    # A short window so "afterwards" comes quickly; the count is what matters.
+    monkeypatch.setattr(auth, "LOGIN_LIMIT_ACCOUNT_IP", "5/3 seconds")
+
+    async def attack() -> list[int]:
+        async with _async_client(web_app, "203.0.113.66") as client:
+            page = await client.get("/editor/login")
+            token = csrf_token(page.text)
+
+            async def guess(i: int) -> int:
+                response = await client.post("/editor/login", data={
+                    "email": editor_account.email, "password": f"guess {i}",
+                    "next": "/editor", "csrf_token": token})
+                return response.status_code
+
+            return list(await asyncio.gather(*(guess(i) for i in range(50))))
+
+    codes = asyncio.run(attack())
+    assert len(counted_checks) <= 5, len(counted_checks)
+    assert sorted(set(codes)) == [401, 429] and codes.count(401) == len(counted_checks)
+
+    async def real_editor(ip: str) -> int:
+        async with _async_client(web_app, ip) as client:
+            return await _login_async(client, editor_account.email, editor_account.password)
+
+    # At once from anywhere else; from the attacker's own address once the window moved.
+    assert asyncio.run(real_editor("198.51.100.20")) == 303
+    time.sleep(3.2)
+    assert asyncio.run(real_editor("203.0.113.66")) == 303
+
+
+def test_failures_from_other_addresses_never_lock_the_editor_out(
+        web_app, editor_account, counted_checks):
+    for i in range(6):
+        with TestClient(web_app, client=(f"203.0.113.{i}", 40000)) as attacker:
+            for _ in range(5):
+                login(attacker, editor_account.email, "wrong password")
+    with TestClient(web_app, client=("198.51.100.30", 40000)) as editor:
+        started = time.monotonic()
+        assert login(editor, editor_account.email, editor_account.password).status_code == 303
+    # 30 failures: the account is slowed down (capped), not locked.
+    elapsed = time.monotonic() - started
+    assert auth.MAX_DELAY_SECONDS <= elapsed < auth.MAX_DELAY_SECONDS + 3
+
+
+def test_the_slow_down_grows_with_failures_and_is_capped():
+    delays = [auth.slowdown_seconds(n) for n in range(12)]
+    assert delays[:6] == [0.0] * 6
+    assert delays[6:9] == [0.5, 1.0, 2.0]
+    assert max(delays) == auth.MAX_DELAY_SECONDS
+
+
+def test_one_address_guessing_many_accounts_is_limited(web_app, session, counted_checks):
+    for i in range(8):
+        create_editor(session, email=f"ed{i}@roundup.example")
+    with TestClient(web_app, client=("203.0.113.99", 40000)) as client:
+        codes = [login(client, f"ed{i % 8}@roundup.example", "wrong password").status_code
+                 for i in range(25)]
+    assert codes.count(429) == 5 and len(counted_checks) == 20
 
 
 # --- CSRF bound to the session ----------------------------------------------------------

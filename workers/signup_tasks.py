@@ -1,16 +1,23 @@
-"""The confirmation email of the double opt-in, sent by a Celery worker."""
+"""Sign-ups decided by a Celery worker, and the confirmation email of the double opt-in.
+
+The web request only validates a sign-up and publishes `process_signup`; deciding what
+it means for a known address happens here, where its timing can't be observed.
+"""
 
 from __future__ import annotations
 
 import logging
 import smtplib
+from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from newsletter import db, delivery, signup
 from newsletter.message import Recipient, build_message
 from newsletter.models import EventKind, Subscriber, SubscriberStatus, Topic
+from newsletter.ratelimit import shared_limiter
 from newsletter.render import render_email
 from newsletter.settings import settings
 from newsletter.signup import CONFIRM_VALID_DAYS
@@ -81,3 +88,28 @@ def send_confirmation_email(self: Task, subscriber_id: int) -> str:
             log.warning("confirmation for subscriber %s refused: %s", subscriber_id, exc)
             return f"failed: {exc}"
         raise self.retry(exc=exc, countdown=min(600, 30 * 2 ** self.request.retries)) from exc
+
+
+@app.task(acks_late=True, name="workers.signup_tasks.process_signup")
+def process_signup(payload: dict[str, Any]) -> str:
+    """Decide a sign-up (new, pending, known, suppressed, over the daily cap) and queue
+    its confirmation email when one is due. Safe to run twice: the second run finds
+    the claim taken (the cooldown) and sends nothing."""
+    request = signup.SignupRequest.from_json(payload)
+    allow = signup.daily_cap(shared_limiter(settings.redis_url))
+    try:
+        with db.session_scope() as session:
+            outcome = signup.process_signup(session=session, request=request, allow=allow)
+    except IntegrityError:
+        return "skipped: the same address was signed up at the same moment"
+    if outcome.subscriber_id is None or outcome.claimed_at is None:
+        return "no email due"
+    try:
+        send_confirmation_email.apply_async(args=[outcome.subscriber_id], retry=False)
+    except Exception:
+        log.exception("could not queue the confirmation email for subscriber %s",
+                      outcome.subscriber_id)
+        with db.session_scope() as session:
+            signup.release_confirmation(session=session, outcome=outcome)
+        raise
+    return "confirmation queued"
