@@ -102,6 +102,18 @@ def _local_services() -> Iterator[None]:
         yield
 
 
+def proxy_options() -> dict[str, object]:
+    """X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS (empty by default).
+
+    uvicorn's own default trusts 127.0.0.1, so anything on the machine (or a
+    forwarded port) could pick the client address the rate limits count against.
+    """
+    from newsletter.settings import settings
+
+    trusted = settings.forwarded_allow_ips.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or ""}
+
+
 def web(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
@@ -124,7 +136,7 @@ def web(
     ensure_database()
     with _local_services():
         uvicorn.run("newsletter.web.app:app", host=host, port=port, workers=workers,
-                    proxy_headers=True, server_header=False)
+                    server_header=False, **proxy_options())
 
 
 def register(app: typer.Typer) -> None:
