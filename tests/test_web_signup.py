@@ -534,3 +534,82 @@ def test_a_new_address_gets_a_plain_confirm_link(client, session, sent_confirmat
     token = _confirm_link_token(session, sub.id)
     assert tokens.read_token(tokens.CONFIRM, token) == sub.id
     assert signup.read_confirm_token(token, max_age=MAX_AGE) == signup.ConfirmRequest(sub.id)
+
+
+# --- the daily cap on confirmation emails (issue 11) ----------------------------------
+
+
+def test_at_most_three_confirmations_per_address_per_day(client, session, monkeypatch,
+                                                         web_settings, sent_confirmations):
+    """Not a cooldown that re-arms: with the cooldown gone, the day's cap still holds."""
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    for _ in range(6):
+        assert submit(client, "/subscribe", GOOD).status_code == 200
+    sub = _subscriber(session)
+    assert sent_confirmations == [sub.id] * 3
+    # Another address has its own budget.
+    submit(client, "/subscribe", {**GOOD, "email": "bea@example.org"})
+    assert len(sent_confirmations) == 4
+
+
+def test_the_daily_cap_is_configurable_and_shared_by_form_and_api(
+        client, session, monkeypatch, web_settings, sent_confirmations):
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    monkeypatch.setattr(web_settings, "confirmations_per_day", 2)
+    submit(client, "/subscribe", GOOD)
+    client.post("/api/subscribers", json={"email": GOOD["email"]})
+    client.post("/api/subscribers", json={"email": GOOD["email"]})
+    assert len(sent_confirmations) == 2
+
+
+def test_a_capped_sign_up_keeps_the_claim_free_for_tomorrow(session, web_settings, monkeypatch):
+    """A refusal by the cap gives the cooldown claim back (nothing was sent)."""
+    from newsletter.ratelimit import Limiter
+
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    monkeypatch.setattr(web_settings, "confirmations_per_day", 1)
+    allow = signup.daily_cap(Limiter())
+    wanted = signup.SignupRequest(signup=signup.CleanSignup(email="cap@example.org"),
+                                  source="test")
+    first = signup.process_signup(session=session, request=wanted, allow=allow)
+    session.commit()
+    sent_at = _subscriber(session, "cap@example.org").confirmation_sent_at
+    second = signup.process_signup(session=session, request=wanted, allow=allow)
+    session.commit()
+    assert first.claimed_at is not None and second.claimed_at is None
+    assert _subscriber(session, "cap@example.org").confirmation_sent_at == sent_at
+
+
+def test_the_daily_cap_holds_in_redis_across_web_processes(
+        session, web_settings, redis_url, monkeypatch, sent_confirmations):
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    for _ in range(2):  # two web processes, each with its own memory
+        client = TestClient(create_app(send_confirmation=sent_confirmations.append))
+        for _ in range(3):
+            submit(client, "/subscribe", GOOD)
+    assert len(sent_confirmations) == 3
+
+
+def test_the_sign_up_request_only_publishes_a_task(session, web_settings, redis_url,
+                                                   make_subscriber):
+    """Known or not, the request writes nothing: the worker decides."""
+    import redis as redis_lib
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+    from tests.fixtures.web import snapshot
+
+    make_subscriber(email="known@example.org")
+    client = TestClient(create_app())
+    before = snapshot(session)
+    for email in ("known@example.org", "new@example.org"):
+        assert submit(client, "/subscribe", {**GOOD, "email": email}).status_code == 200
+    assert client.post("/api/subscribers", json={"email": "api@example.org"}).status_code == 202
+    assert snapshot(session) == before
+    queued = redis_lib.Redis.from_url(redis_url).lrange("roundup", 0, -1)
+    assert len(queued) == 3
+    assert all(b"workers.signup_tasks.process_signup" in m for m in queued)
