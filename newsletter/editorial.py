@@ -87,7 +87,7 @@ def check_item_count(count: int, *, source: str = "") -> None:
         where = f"{source} has {count} stories" if source else f"That makes {count} items"
         raise EditorialError(
             f"{where}; an issue holds at most {limit} (MAX_ITEMS_PER_ISSUE). "
-            "Split the roundup into smaller issues.", field="items")
+            "Split the roundup into smaller issues.", field="form")
 
 
 def _refusal(status: str, verb: str) -> EditorialError:

@@ -211,3 +211,75 @@ def test_the_session_generation_column_comes_from_a_migration(session):
     columns = {c["name"]: c for c in inspect(db.get_engine()).get_columns("editor")}
     assert "session_generation" in columns
     assert not columns["session_generation"]["nullable"]
+
+
+# --- roundup uploads: stated limits, the form again ------------------------------------
+
+
+def _roundup(stories: int, body: str = "A body.") -> str:
+    items = "".join(f"## Story {n}\n\n{body}\n\n" for n in range(stories))
+    return f"---\ntitle: A week\ndate: 2026-11-30\n---\n\n{items}"
+
+
+def _upload(client, name: str, data: bytes):
+    page = client.get("/editor/issues/new")
+    return client.post("/editor/issues/new",
+                       data={"mode": "paste", "csrf_token": csrf_token(page.text)},
+                       files={"file": (name, data, "text/markdown")}, follow_redirects=False)
+
+
+def _issues(session) -> int:
+    from newsletter.models import Issue
+
+    session.expire_all()
+    return len(session.exec(select(Issue)).all())
+
+
+def test_a_roundup_with_too_many_stories_is_refused_with_the_limit(
+        editor_client, session, monkeypatch, web_settings):
+    monkeypatch.setattr(web_settings, "max_items_per_issue", 3)
+    response = _upload(editor_client, "week.md", _roundup(4).encode())
+    assert response.status_code == 400
+    assert ("week.md has 4 stories; an issue holds at most 3 (MAX_ITEMS_PER_ISSUE)"
+            in response.text)
+    assert 'name="file"' in response.text and _issues(session) == 0
+    assert _upload(editor_client, "week.md", _roundup(3).encode()).status_code == 303
+
+
+def test_pasted_text_with_too_many_stories_is_refused_and_kept(
+        editor_client, session, monkeypatch, web_settings):
+    monkeypatch.setattr(web_settings, "max_items_per_issue", 2)
+    response = editor_post(editor_client, "/editor/issues/new",
+                           {"mode": "write", "text": _roundup(3)})
+    assert response.status_code == 400
+    assert "has 3 stories; an issue holds at most 2" in response.text
+    assert "## Story 2" in response.text  # what was typed comes back
+    assert _issues(session) == 0
+
+
+def test_a_file_over_a_megabyte_is_refused_with_the_limit(editor_client, session):
+    data = _roundup(300, "Words " * 600).encode()
+    assert 1024 * 1024 < len(data) < 2 * 1024 * 1024
+    response = _upload(editor_client, "huge.md", data)
+    assert response.status_code == 400
+    size = -(-len(data) // 1024)
+    assert f"huge.md is {size:,} KB; a roundup can be at most 1,024 KB (1 MB)" in response.text
+    assert 'name="file"' in response.text and _issues(session) == 0
+
+
+def test_pasted_text_over_a_megabyte_is_refused_with_the_limit(editor_client, session):
+    text = _roundup(300, "Words " * 600)
+    response = editor_post(editor_client, "/editor/issues/new", {"mode": "paste", "text": text})
+    assert response.status_code == 400
+    assert "The text is 1," in response.text and "at most 1,024 KB (1 MB)" in response.text
+    assert _issues(session) == 0
+
+
+def test_adding_an_item_past_the_limit_is_refused(editor_client, make_issue, monkeypatch,
+                                                  web_settings):
+    monkeypatch.setattr(web_settings, "max_items_per_issue", 2)
+    issue = make_issue(items=["One", "Two"])
+    response = editor_post(editor_client, f"/editor/issues/{issue.id}/items",
+                           {"headline": "Three", "body": "x"}, page=f"/editor/issues/{issue.id}")
+    assert response.status_code == 400
+    assert "That makes 3 items; an issue holds at most 2 (MAX_ITEMS_PER_ISSUE)" in response.text

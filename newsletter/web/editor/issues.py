@@ -127,6 +127,7 @@ async def new_issue_submit(request: Request) -> Response:
     if isinstance(upload, UploadFile) and upload.filename:
         submitted.file_name = upload.filename[-200:]
         submitted.file_data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        submitted.file_size = max(upload.size or 0, len(submitted.file_data))
     return await run_in_threadpool(_new_issue, request, submitted)
 
 
@@ -140,11 +141,14 @@ class NewRoundup:
     date_text: str
     file_name: str = ""
     file_data: bytes | None = None
+    file_size: int = 0
 
 
 def _too_large(what: str, size: int) -> str:
-    return (f"{what} is {human_size(size)}; a roundup can be at most "
-            f"{human_size(MAX_UPLOAD_BYTES)}. Split it into smaller issues.")
+    # In KB: "1 MB; at most 1 MB" would leave the editor puzzled.
+    return (f"{what} is {-(-size // 1024):,} KB; a roundup can be at most "
+            f"{MAX_UPLOAD_BYTES // 1024:,} KB ({human_size(MAX_UPLOAD_BYTES)}). "
+            "Split it into smaller issues.")
 
 
 def _new_issue(request: Request, new: NewRoundup) -> Response:
@@ -156,7 +160,7 @@ def _new_issue(request: Request, new: NewRoundup) -> Response:
     text, source_name = new.text, new.source_name
     if new.file_data is not None:
         if len(new.file_data) > MAX_UPLOAD_BYTES:
-            return refused(_too_large(new.file_name, len(new.file_data)), keep_text=False)
+            return refused(_too_large(new.file_name, new.file_size), keep_text=False)
         try:
             text = decode(new.file_data, source_name=new.file_name)
         except IngestError as exc:
