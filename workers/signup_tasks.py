@@ -14,10 +14,10 @@ from celery import Task
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from newsletter import db, delivery, signup
+from newsletter import db, delivery, signup, tokens
 from newsletter.message import Recipient, build_message
-from newsletter.models import EventKind, Subscriber, SubscriberStatus, Topic
-from newsletter.ratelimit import shared_limiter
+from newsletter.models import EventKind, Subscriber, SubscriberStatus, Suppression, Topic
+from newsletter.ratelimit import Limiter, private_key, shared_limiter
 from newsletter.render import render_email
 from newsletter.settings import settings
 from newsletter.signup import CONFIRM_VALID_DAYS
@@ -113,3 +113,71 @@ def process_signup(payload: dict[str, Any]) -> str:
             signup.release_confirmation(session=session, outcome=outcome)
         raise
     return "confirmation queued"
+
+
+# --- "email me a fresh link" to the preference centre ---------------------------------------
+
+
+def manage_link_cap(limiter: Limiter) -> signup.Allow:
+    """At most MANAGE_LINKS_PER_DAY fresh links per address in any 24 hours."""
+
+    def allow(email: str) -> bool:
+        return limiter.hit(f"{settings.manage_links_per_day}/day", "manage-link",
+                           private_key(email))
+
+    return allow
+
+
+def send_manage_link(email: str, *, allow: signup.Allow) -> str:
+    """Email a fresh manage link to `email` if it has a subscription we may write to.
+
+    Returns what happened, for the logs; the person who asked never learns it.
+    """
+    with db.session_scope() as session:
+        sub = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+        if sub is None or sub.id is None or sub.email.endswith(signup.ERASED_SUFFIX):
+            return "skipped: no such subscriber"
+        suppressed = session.get(Suppression, email) is not None
+        if suppressed or sub.status == SubscriberStatus.bounced:
+            return "skipped: address is suppressed"
+        if not allow(email):
+            return "skipped: daily limit reached"
+        name = " ".join(sub.name.split())
+        rendered = render_email("manage_link", {
+            "list_name": settings.mail_from_name,
+            "greeting_name": name.split(" ", 1)[0] if name else "there",
+            "email": sub.email,
+            "manage_url": tokens.manage_url(sub.id),
+            # MANAGE_LINK_DAYS comes with expiring manage links (issue 11, config part).
+            "valid_days": getattr(settings, "manage_link_days", None),
+            "postal_address": settings.postal_address,
+            "base_url": settings.base_url.rstrip("/"),
+        })
+        message = build_message(
+            subject=rendered.subject, html=rendered.html, text=rendered.text,
+            recipient=Recipient(subscriber_id=sub.id, email=sub.email, name=sub.name),
+            list_headers=False,
+        )
+    delivery.send_one(message)
+    return "sent"
+
+
+@app.task(bind=True, acks_late=True, max_retries=MAX_RETRIES,
+          name="workers.signup_tasks.send_manage_link_email")
+def send_manage_link_email(self: Task, email: str) -> str:
+    """Celery entry point: temporary SMTP trouble retries with backoff (the daily cap
+    is already counted, so a retry is never refused by it)."""
+    allow = manage_link_cap(shared_limiter(settings.redis_url))
+    if self.request.retries:
+        allow = _always
+    try:
+        return send_manage_link(email, allow=allow)
+    except (smtplib.SMTPException, OSError) as exc:
+        if _permanent(exc):
+            log.warning("fresh manage link refused by the relay: %s", exc)
+            return f"failed: {exc}"
+        raise self.retry(exc=exc, countdown=min(600, 30 * 2 ** self.request.retries)) from exc
+
+
+def _always(_email: str) -> bool:
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -102,7 +103,7 @@ def _local_services() -> Iterator[None]:
         yield
 
 
-def proxy_options() -> dict[str, object]:
+def proxy_options() -> dict[str, Any]:
     """X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS (empty by default).
 
     uvicorn's own default trusts 127.0.0.1, so anything on the machine (or a

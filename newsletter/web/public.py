@@ -347,8 +347,68 @@ def manage_page(request: Request, token: str) -> Response:
     with db_session() as session:
         sub = _live_subscriber(session, _read(tokens.MANAGE, token))
         if sub is None:
-            return _link_invalid(request)
+            # Expired (manage links do), copied badly or forged: offer a fresh one.
+            return _manage_link_form(request, expired=True, status_code=404)
         return _manage_page(request, session, sub, token)
+
+
+# --- "email me a fresh link" --------------------------------------------------------------
+#
+# The answer is the same whether or not the address has a subscription, and the
+# request does the same work either way: it publishes a task and the worker looks
+# the address up (and applies the daily cap per address).
+
+MANAGE_LINK_TASK = "workers.signup_tasks.send_manage_link_email"
+
+
+def _manage_link_form(request: Request, *, email: str = "", expired: bool = False,
+                      errors: dict[str, str] | None = None,
+                      status_code: int = 200) -> Response:
+    return render(request, "manage_link.html", {
+        "email": email, "expired": expired, "errors": errors or {}},
+        status_code=status_code)
+
+
+@router.api_route("/manage", methods=READ_METHODS)
+def manage_link_page(request: Request) -> Response:
+    return _manage_link_form(request)
+
+
+@router.post("/manage")
+async def manage_link_submit(request: Request) -> Response:
+    limited = await run_in_threadpool(rate_limited, request)
+    if limited is not None:
+        return limited
+    raw = await forms.read_form(request)
+    typed = forms.text(raw, "email")
+    if not csrf_valid(request, raw):
+        return _manage_link_form(request, email=typed, status_code=400, errors={
+            "form": "This form expired or was sent from another site. Please submit it again."})
+    try:
+        email = subs.normalise_email(typed)
+    except subs.SubscriberError as exc:
+        return _manage_link_form(request, email=typed, errors={"email": str(exc)},
+                                 status_code=422)
+    await run_in_threadpool(request_manage_link, request, email)
+    return render(request, "manage_link_sent.html",
+                  {"email": email, "per_day": settings.manage_links_per_day})
+
+
+def request_manage_link(request: Request, email: str) -> None:
+    """Publish the task; apps deciding sign-ups in-process (tests) send it here."""
+    if request.app.state.signups_inline:
+        from workers.signup_tasks import manage_link_cap, send_manage_link
+
+        try:
+            send_manage_link(email, allow=manage_link_cap(request.app.state.rate_limiter))
+        except Exception:
+            log.exception("could not send a fresh manage link")
+        return
+    try:
+        publish(MANAGE_LINK_TASK, email)
+    except Exception:
+        # Same answer regardless: the person can ask again once the broker is back.
+        log.exception("could not queue a fresh manage link")
 
 
 # Every preference-centre action: check CSRF, then run `action` in a worker thread
