@@ -129,3 +129,22 @@ def test_a_fresh_link_through_a_real_worker(session, web_settings, redis_url, sm
     link = LINK.search(assert_email(received.data, to="ana@example.org").get_body(
         ("plain",)).get_content()).group(0)
     assert client.get(path_of(link)).status_code == 200
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_fresh_link_pages_in_a_browser(live_server, browser_page, make_subscriber):
+    from tests.fixtures.web import screenshot
+
+    page = browser_page
+    page.goto(f"{live_server.url}/manage/not-a-real-token")
+    assert "This link has expired" in page.inner_text("h1")
+    screenshot(page, "i11-manage-link-expired")
+    page.fill("#email", "nobody")
+    page.click("button[type=submit]")
+    assert "Please fix this problem" in page.inner_text(".error-summary")
+    screenshot(page, "i11-manage-link-error")
+    page.fill("#email", "ana@example.org")
+    page.click("button[type=submit]")
+    assert page.inner_text("h1") == "Check your inbox"
+    screenshot(page, "i11-manage-link-sent")
