@@ -19,7 +19,7 @@ import pytest
 from newsletter.settings import settings
 from tests.fixtures import TEST_SECRET
 from tests.fixtures.editor import create_editor
-from tests.fixtures.web import csrf_token, submit
+from tests.fixtures.web import csrf_token
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = {"name": "Ana", "topics": ["travel"], "consent": "1"}

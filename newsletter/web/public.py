@@ -219,7 +219,8 @@ def _done(request: Request, template: str, email: str, **extra: Any) -> Response
     done = "embed_done.html" if template.startswith("embed") else "subscribe_done.html"
     return render(request, done, {
         "email": email, "valid_days": signup.CONFIRM_VALID_DAYS,
-        "cooldown_minutes": settings.signup_cooldown_minutes, **extra})
+        "cooldown_minutes": settings.signup_cooldown_minutes,
+        "per_day": settings.confirmations_per_day, **extra})
 
 
 def _signup_sync(request: Request, template: str, source: str,
