@@ -19,7 +19,7 @@ import pytest
 from newsletter.settings import settings
 from tests.fixtures import TEST_SECRET
 from tests.fixtures.editor import create_editor
-from tests.fixtures.web import csrf_token
+from tests.fixtures.web import csrf_token, stop_server, wait_for_server
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = {"name": "Ana", "topics": ["travel"], "consent": "1"}
@@ -45,26 +45,10 @@ def _newsletter_web(tmp_path: Path, **env: str) -> Iterator[str]:
             cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     try:
-        deadline = time.monotonic() + 40
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"newsletter web exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"newsletter web did not answer:\n{log_path.read_text()}")
-            time.sleep(0.1)
+        wait_for_server(proc, url, log_path, timeout=40)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_server(proc)
 
 
 def _rotating_sign_ups(url: str, n: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -613,3 +614,27 @@ def test_the_sign_up_request_only_publishes_a_task(session, web_settings, redis_
     queued = redis_lib.Redis.from_url(redis_url).lrange("roundup", 0, -1)
     assert len(queued) == 3
     assert all(b"workers.signup_tasks.process_signup" in m for m in queued)
+
+
+@pytest.mark.slow
+def test_a_real_worker_decides_sign_ups_and_applies_the_daily_cap(
+        session, web_settings, redis_url, smtp_server, celery_workers, make_subscriber):
+    """The production path: the request publishes, the worker decides and mails."""
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+    from tests.fixtures.services import wait_until
+
+    make_subscriber(email="known@example.org")  # confirmed: never mailed again
+    celery_workers.start(SIGNUP_COOLDOWN_MINUTES="0")
+    client = TestClient(create_app())
+    for email in ["ana@example.org"] * 5 + ["known@example.org"]:
+        assert submit(client, "/subscribe", {**GOOD, "email": email}).status_code == 200
+    decided = re.compile(r"process_signup\[[^\]]+\] succeeded")
+    wait_until(lambda: len(decided.findall(celery_workers.logs())) == 6, timeout=60,
+               message=celery_workers.logs)
+    wait_until(lambda: len(smtp_server.messages) >= 3, timeout=30)
+    time.sleep(1)  # a fourth email, if the cap failed, would be on its way by now
+    assert smtp_server.recipients() == ["ana@example.org"] * 3
+    assert _subscriber(session).status == SubscriberStatus.pending
+

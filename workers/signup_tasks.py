@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from newsletter import db, delivery, signup, tokens
-from newsletter.message import Recipient, build_message
+from newsletter.message import OutgoingMessage, Recipient, build_message
 from newsletter.models import EventKind, Subscriber, SubscriberStatus, Suppression, Topic
 from newsletter.ratelimit import Limiter, private_key, shared_limiter
 from newsletter.render import render_email
@@ -37,6 +37,27 @@ def _permanent(exc: Exception) -> bool:
     return isinstance(code, int) and code >= 500
 
 
+def _transactional_email(sub: Subscriber, template: str,
+                         context: dict[str, Any]) -> OutgoingMessage:
+    """One email to one subscriber, from templates/emails/<template>/ (no list headers:
+    it is not a newsletter). The context gets the greeting, address and footer."""
+    assert sub.id is not None
+    name = " ".join(sub.name.split())
+    rendered = render_email(template, {
+        "list_name": settings.mail_from_name,
+        "greeting_name": name.split(" ", 1)[0] if name else "there",
+        "email": sub.email,
+        "postal_address": settings.postal_address,
+        "base_url": settings.base_url.rstrip("/"),
+        **context,
+    })
+    return build_message(
+        subject=rendered.subject, html=rendered.html, text=rendered.text,
+        recipient=Recipient(subscriber_id=sub.id, email=sub.email, name=sub.name),
+        list_headers=False,
+    )
+
+
 def send_confirmation(subscriber_id: int) -> str:
     """Send the confirmation email if the subscriber is still pending.
 
@@ -53,22 +74,11 @@ def send_confirmation(subscriber_id: int) -> str:
         wanted = signup.requested_preferences(session=session, subscriber_id=sub.id) or {}
         slugs = wanted.get("topics") or followed_topics(session=session, subscriber_id=sub.id)
         names = {t.slug: t.name for t in session.exec(select(Topic)).all()}
-        name = " ".join(sub.name.split())
-        rendered = render_email("confirm", {
-            "list_name": settings.mail_from_name,
-            "greeting_name": name.split(" ", 1)[0] if name else "there",
-            "email": sub.email,
+        message = _transactional_email(sub, "confirm", {
             "topics": [names.get(s, s) for s in slugs],
             "confirm_url": signup.confirm_url(session=session, subscriber_id=sub.id),
             "valid_days": CONFIRM_VALID_DAYS,
-            "postal_address": settings.postal_address,
-            "base_url": settings.base_url.rstrip("/"),
         })
-        message = build_message(
-            subject=rendered.subject, html=rendered.html, text=rendered.text,
-            recipient=Recipient(subscriber_id=sub.id, email=sub.email, name=sub.name),
-            list_headers=False,
-        )
     delivery.send_one(message)
     with db.session_scope() as session:
         log_event(session=session, subscriber_id=subscriber_id,
@@ -142,22 +152,11 @@ def send_manage_link(email: str, *, allow: signup.Allow) -> str:
             return "skipped: address is suppressed"
         if not allow(email):
             return "skipped: daily limit reached"
-        name = " ".join(sub.name.split())
-        rendered = render_email("manage_link", {
-            "list_name": settings.mail_from_name,
-            "greeting_name": name.split(" ", 1)[0] if name else "there",
-            "email": sub.email,
+        message = _transactional_email(sub, "manage_link", {
             "manage_url": tokens.manage_url(sub.id),
             # MANAGE_LINK_DAYS comes with expiring manage links (issue 11, config part).
             "valid_days": getattr(settings, "manage_link_days", None),
-            "postal_address": settings.postal_address,
-            "base_url": settings.base_url.rstrip("/"),
         })
-        message = build_message(
-            subject=rendered.subject, html=rendered.html, text=rendered.text,
-            recipient=Recipient(subscriber_id=sub.id, email=sub.email, name=sub.name),
-            list_headers=False,
-        )
     delivery.send_one(message)
     return "sent"
 
