@@ -283,3 +283,29 @@ def test_adding_an_item_past_the_limit_is_refused(editor_client, make_issue, mon
                            {"headline": "Three", "body": "x"}, page=f"/editor/issues/{issue.id}")
     assert response.status_code == 400
     assert "That makes 3 items; an issue holds at most 2 (MAX_ITEMS_PER_ISSUE)" in response.text
+
+
+@pytest.fixture
+def three_items_at_most(web_settings, monkeypatch):
+    """Before live_server: the server process takes its settings from ours."""
+    monkeypatch.setattr(web_settings, "max_items_per_issue", 3)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_item_limit_in_a_browser(three_items_at_most, session, live_server, browser_page,
+                                     tmp_path):
+    from tests.fixtures.web import screenshot
+    from tests.test_browser_editor import _login
+
+    account = create_editor(session)
+    page = browser_page
+    _login(page, live_server, account)
+    page.goto(f"{live_server.url}/editor/issues/new")
+    assert "at most 3 stories" in page.inner_text("#limits")
+    roundup = tmp_path / "week.md"
+    roundup.write_text(_roundup(4))
+    page.set_input_files("input[name=file]", str(roundup))
+    page.click("button:has-text('Create draft')")
+    assert "week.md has 4 stories; an issue holds at most 3" in page.inner_text("#form-error")
+    screenshot(page, "i11-new-issue-too-many-stories")

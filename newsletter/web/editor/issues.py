@@ -29,6 +29,7 @@ from newsletter.editorial import (
 )
 from newsletter.ingest import IngestError, decode, ingest_text, parse_document
 from newsletter.models import Delivery, Issue, IssueStatus, Item
+from newsletter.settings import settings
 from newsletter.topics import item_topic_slugs
 from newsletter.web import forms
 from newsletter.web.editor.routing import (
@@ -103,7 +104,8 @@ def _new_page(request: Request, *, mode: str = "paste", text: str = "", source_n
     return page(request, "new_issue.html", {
         "mode": mode, "text": text or (example if mode == "write" else ""),
         "source_name": source_name, "issue_date": issue_date, "error": error,
-        "example": example, "nav": "new",
+        "example": example, "nav": "new", "max_kb": f"{MAX_UPLOAD_BYTES // 1024:,}",
+        "max_items": settings.max_items_per_issue,
     }, status_code=status_code)
 
 
