@@ -385,8 +385,9 @@ def test_every_console_page_is_no_store(anon_client, editor_client, make_issue):
 
 def test_a_client_leaving_mid_body_is_a_quiet_400(web_app, caplog):
     """No traceback, no 500: the client is gone and it is not our error."""
-    import asyncio
     import logging
+
+    from tests.test_editor_hardening import run_coroutine
 
     messages = iter([{"type": "http.request", "body": b"email=ana%40exa", "more_body": True},
                      {"type": "http.disconnect"}])
@@ -405,7 +406,7 @@ def test_a_client_leaving_mid_body_is_a_quiet_400(web_app, caplog):
              "headers": [(b"host", b"testserver"), (b"content-length", b"200"),
                          (b"content-type", b"application/x-www-form-urlencoded")]}
     with caplog.at_level(logging.INFO):
-        asyncio.run(web_app(scope, receive, send))
+        run_coroutine(web_app(scope, receive, send))
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "Traceback" not in caplog.text
