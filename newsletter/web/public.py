@@ -124,7 +124,8 @@ def rate_limited(request: Request) -> Response | None:
         return None
     return render(request, "error.html",
                   {"title": "Too many requests",
-                   "message": "Too many sign-ups from your network in the last minute. "
+                   "message": f"Too many requests from your network in the last minute "
+                              f"(at most {settings.signup_rate_per_minute}). "
                               "Please wait a minute and try again."},
                   status_code=429, headers={"Retry-After": "60"})
 
