@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.errors import UserError
 from newsletter.models import Issue, IssueStatus, Item, ItemTopic, utcnow
+from newsletter.settings import settings
 from newsletter.topics import set_item_topics
 
 EDITABLE = {IssueStatus.draft, IssueStatus.approved, IssueStatus.scheduled}
@@ -76,6 +77,17 @@ def validate_url(value: str, *, field: str = "link_url") -> str:
             field=field,
         )
     return value
+
+
+def check_item_count(count: int, *, source: str = "") -> None:
+    """An issue holds at most MAX_ITEMS_PER_ISSUE items: a digest is read, not scrolled,
+    and every page about the issue must stay quick to open."""
+    limit = settings.max_items_per_issue
+    if count > limit:
+        where = f"{source} has {count} stories" if source else f"That makes {count} items"
+        raise EditorialError(
+            f"{where}; an issue holds at most {limit} (MAX_ITEMS_PER_ISSUE). "
+            "Split the roundup into smaller issues.", field="form")
 
 
 def _refusal(status: str, verb: str) -> EditorialError:
@@ -180,6 +192,8 @@ def add_item(
     issue = _issue_for_edit(session, issue_id)
     item = Item(issue_id=issue_id, headline="")
     _set_fields(item, headline=headline, body=body, link_text=link_text, link_url=link_url)
+    count = session.exec(select(func.count()).where(Item.issue_id == issue_id)).one()
+    check_item_count(int(count) + 1)
     last = session.exec(
         select(func.max(Item.position)).where(Item.issue_id == issue_id)
     ).one()

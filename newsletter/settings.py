@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     imap_password: str = ""  # for `newsletter inbound --imap imaps://user@host/INBOX`
     imap_processed_folder: str = "Processed"  # where recorded messages are moved
 
+    # --- web abuse limits and uploads (issue 11) ---
+    # Proxies whose X-Forwarded-For `newsletter web` believes (comma-separated IPs or
+    # CIDRs, uvicorn's syntax; "*" for all). Empty: the connection's own address.
+    forwarded_allow_ips: str = ""
+    confirmations_per_day: int = Field(default=3, ge=1)  # per address, moving 24 h
+    manage_links_per_day: int = Field(default=3, ge=1)  # "email me a fresh link"
+    max_items_per_issue: int = Field(default=200, ge=1)
+
     @property
     def fallback_keys(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.secret_key_fallbacks.split(",") if k.strip())

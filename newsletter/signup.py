@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +31,11 @@ from newsletter.models import (
     Topic,
     utcnow,
 )
+from newsletter.ratelimit import Limiter, private_key
 from newsletter.settings import settings
+
+# Whether one more confirmation email may go to this address now (the daily cap).
+Allow = Callable[[str], bool]
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 TRACKING_KEYS = ("referrer", *UTM_KEYS)
@@ -103,15 +107,62 @@ def tracking_data(values: Mapping[str, Any]) -> dict[str, str]:
     return data
 
 
+@dataclass(frozen=True)
+class SignupRequest:
+    """A validated sign-up on its way from the web request to the worker that decides
+    what it means (new, pending, confirmed, suppressed, capped), so that the request
+    does the same work, in the same time, whatever is known about the address."""
+
+    signup: CleanSignup
+    source: str
+    source_data: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"email": self.signup.email, "name": self.signup.name,
+                "topics": list(self.signup.topics), "timezone": self.signup.timezone,
+                "only_my_topics": self.signup.only_my_topics, "source": self.source,
+                "source_data": dict(self.source_data)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SignupRequest:
+        return cls(
+            signup=CleanSignup(email=str(data["email"]), name=str(data.get("name", "")),
+                               topics=[str(t) for t in data.get("topics", [])],
+                               timezone=str(data.get("timezone", "UTC")),
+                               only_my_topics=bool(data.get("only_my_topics"))),
+            source=str(data.get("source", ""))[:32],
+            source_data={str(k): str(v) for k, v in dict(data.get("source_data", {})).items()},
+        )
+
+
+def daily_cap(limiter: Limiter) -> Allow:
+    """At most CONFIRMATIONS_PER_DAY confirmation emails per address in any 24 hours
+    (a moving window: it never re-arms early), counted atomically by the limiter."""
+
+    def allow(email: str) -> bool:
+        return limiter.hit(f"{settings.confirmations_per_day}/day", "confirm",
+                           private_key(email))
+
+    return allow
+
+
+def process_signup(*, session: Session, request: SignupRequest,
+                   allow: Allow | None = None) -> SignupOutcome:
+    """The worker's half of a sign-up: decide, record, claim the email if one is due."""
+    return sign_up(session=session, signup=request.signup, source=request.source,
+                   source_data=request.source_data, allow=allow)
+
+
 def sign_up(
     *, session: Session, signup: CleanSignup, source: str,
-    source_data: Mapping[str, Any] | None = None,
+    source_data: Mapping[str, Any] | None = None, allow: Allow | None = None,
 ) -> SignupOutcome:
     """Record a sign-up; the outcome says whether to send a confirmation email.
 
     Known addresses are handled without telling the caller anything different:
     pending ones get a fresh confirmation (subject to the cooldown), unsubscribed
     ones start over as pending, confirmed/bounced/suppressed ones are left alone.
+    `allow(email)` is asked before each confirmation email (the daily cap).
     A known address's stored preferences never change here: the ones submitted
     travel in the confirmation link (`confirm_url`) and apply on `confirm_signup`.
     """
@@ -126,7 +177,7 @@ def sign_up(
         )
         session.flush()
         assert sub.id is not None
-        return claim_confirmation(session=session, subscriber_id=sub.id)
+        return claim_confirmation(session=session, subscriber_id=sub.id, allow=allow)
     if existing.status not in (SubscriberStatus.unsubscribed, SubscriberStatus.pending):
         return SignupOutcome(subscriber_id=existing.id)
     # Anyone can type anyone's address: what they chose is applied only when the
@@ -134,7 +185,7 @@ def sign_up(
     assert existing.id is not None
     if existing.status == SubscriberStatus.unsubscribed:
         subs.resubscribe(session=session, subscriber_id=existing.id, source=source)
-    outcome = claim_confirmation(session=session, subscriber_id=existing.id)
+    outcome = claim_confirmation(session=session, subscriber_id=existing.id, allow=allow)
     if outcome.claimed_at is not None:
         _record_requested(session=session, outcome=outcome, signup=signup, source=source)
     return outcome
@@ -252,28 +303,36 @@ def confirm_signup(*, session: Session, request: ConfirmRequest, source: str) ->
     return True
 
 
-def resubscribe(*, session: Session, subscriber_id: int, source: str) -> SignupOutcome:
+def resubscribe(*, session: Session, subscriber_id: int, source: str,
+                allow: Allow | None = None) -> SignupOutcome:
     """The unsubscribed page's "subscribe again": back to pending, confirmation needed."""
     sub = session.get(Subscriber, subscriber_id)
     if sub is None or sub.status != SubscriberStatus.unsubscribed:
         return SignupOutcome(subscriber_id=None)
     subs.resubscribe(session=session, subscriber_id=subscriber_id, source=source)
-    return claim_confirmation(session=session, subscriber_id=subscriber_id)
+    return claim_confirmation(session=session, subscriber_id=subscriber_id, allow=allow)
 
 
 def claim_confirmation(
-    *, session: Session, subscriber_id: int, now: datetime | None = None
+    *, session: Session, subscriber_id: int, now: datetime | None = None,
+    allow: Allow | None = None,
 ) -> SignupOutcome:
-    """Claim the right to send one confirmation email, at most once per cooldown.
+    """Claim the right to send one confirmation email: at most one per cooldown, and
+    only if `allow(email)` (the daily cap) agrees.
 
     A conditional UPDATE, so two simultaneous sign-ups for one address (from any
-    number of IPs) claim it once.
+    number of IPs) claim it once; the cap is asked only once the claim is ours, and
+    a refusal gives the claim back.
     """
     now = now or utcnow()
     cutoff = now - timedelta(minutes=settings.signup_cooldown_minutes)
-    previous = session.exec(
-        select(Subscriber.confirmation_sent_at).where(Subscriber.id == subscriber_id)
+    row = session.exec(
+        select(Subscriber.confirmation_sent_at, Subscriber.email)
+        .where(Subscriber.id == subscriber_id)
     ).first()
+    if row is None:
+        return SignupOutcome(subscriber_id=subscriber_id)
+    previous, email = row
     result = session.exec(  # type: ignore[call-overload]
         update(Subscriber)
         .where(
@@ -286,7 +345,12 @@ def claim_confirmation(
     )
     if not result.rowcount:
         return SignupOutcome(subscriber_id=subscriber_id)
-    return SignupOutcome(subscriber_id=subscriber_id, claimed_at=now, previous_sent_at=previous)
+    outcome = SignupOutcome(subscriber_id=subscriber_id, claimed_at=now,
+                            previous_sent_at=previous)
+    if allow is not None and not allow(email):
+        release_confirmation(session=session, outcome=outcome)
+        return SignupOutcome(subscriber_id=subscriber_id)
+    return outcome
 
 
 def release_confirmation(*, session: Session, outcome: SignupOutcome) -> None:

@@ -342,3 +342,82 @@ def test_api_refuses_a_huge_json_body_with_413(client, session):
 ])
 def test_wrong_methods_are_405_everywhere(client, method, path):
     assert client.request(method, path).status_code == 405
+
+
+# --- issue 11: embed over https, console caching, disconnects, stated limits -------------
+
+
+@pytest.fixture
+def https_client(web_app, web_settings, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setattr(web_settings, "base_url", "https://testserver")
+    with TestClient(web_app, base_url="https://testserver") as c:
+        yield c
+
+
+def test_the_embed_form_works_over_https_with_a_partitioned_cookie(https_client, session):
+    page = https_client.get("/subscribe/embed/form")
+    assert page.status_code == 200
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith("roundup_csrf=")
+    for attribute in ("Partitioned", "Secure", "SameSite=none", "HttpOnly"):
+        assert attribute.lower() in cookie.lower(), (attribute, cookie)
+    assert cookie.lower().count("partitioned") == 1
+    response = https_client.post("/subscribe/embed/form", data={
+        "email": "embed@example.org", "consent": "1", "csrf_token": csrf_token(page.text)})
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    assert session.exec(select(Subscriber)).one().email == "embed@example.org"
+
+
+def test_other_pages_over_https_set_an_unpartitioned_lax_cookie(https_client):
+    cookie = https_client.get("/subscribe").headers["set-cookie"]
+    assert "partitioned" not in cookie.lower() and "samesite=lax" in cookie.lower()
+
+
+def test_every_console_page_is_no_store(anon_client, editor_client, make_issue):
+    issue = make_issue(items=["A"])
+    assert anon_client.get("/editor/login").headers["cache-control"] == "no-store"
+    for path in ("/editor", "/editor/issues", f"/editor/issues/{issue.id}",
+                 "/editor/issues/new", "/editor/no-such-page"):
+        response = editor_client.get(path)
+        assert response.headers.get("cache-control") == "no-store", path
+    assert "cache-control" not in anon_client.get("/subscribe").headers
+
+
+def test_a_client_leaving_mid_body_is_a_quiet_400(web_app, caplog):
+    """No traceback, no 500: the client is gone and it is not our error."""
+    import logging
+
+    from tests.test_editor_hardening import run_coroutine
+
+    messages = iter([{"type": "http.request", "body": b"email=ana%40exa", "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive():
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/subscribe", "raw_path": b"/subscribe",
+             "query_string": b"", "root_path": "", "client": ("198.51.100.1", 1234),
+             "server": ("testserver", 80),
+             "headers": [(b"host", b"testserver"), (b"content-length", b"200"),
+                         (b"content-type", b"application/x-www-form-urlencoded")]}
+    with caplog.at_level(logging.INFO):
+        run_coroutine(web_app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("path, limit", [("/subscribe", "64 KB"),
+                                         ("/editor/issues/new", "2.1 MB")])
+def test_the_413_message_states_the_real_limit(client, path, limit):
+    response = client.post(path, content=b"x" * (3 * 1024 * 1024),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413
+    assert f"at most {limit}" in response.text

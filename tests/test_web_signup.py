@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -156,20 +157,26 @@ def test_per_ip_rate_limit_answers_429(client, session, monkeypatch, web_setting
 def test_rate_limit_counts_in_redis_when_reachable(redis_url, web_settings, monkeypatch):
     import redis
 
-    from newsletter.web.security import RateLimiter
+    from newsletter.ratelimit import Limiter
 
-    limiter = RateLimiter(redis_url=redis_url)
-    assert [limiter.hit("ip", limit=2, now=120.0) for _ in range(3)] == [True, True, False]
-    assert redis.Redis.from_url(redis_url).get("roundup:rl:ip:2") == b"3"
+    limiter = Limiter(redis_url=redis_url)
+    assert [limiter.hit("2/minute", "signup", "ip") for _ in range(3)] == [True, True, False]
+    keys = redis.Redis.from_url(redis_url).keys("roundup:rl:*")
+    assert len(keys) == 1 and b"signup/ip" in keys[0]
+    # Another process (a new limiter on the same Redis) sees the same count.
+    assert not Limiter(redis_url=redis_url).hit("2/minute", "signup", "ip")
 
 
 def test_rate_limit_falls_back_to_memory_without_redis():
+    from newsletter.ratelimit import Limiter
     from newsletter.services import free_port
-    from newsletter.web.security import RateLimiter
 
-    limiter = RateLimiter(redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    assert [limiter.hit("ip", limit=1, now=60.0) for _ in range(2)] == [True, False]
-    assert limiter.hit("ip", limit=1, now=125.0)  # a new minute
+    limiter = Limiter(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert [limiter.hit("1/2 seconds", "ip") for _ in range(2)] == [True, False]
+    import time
+
+    time.sleep(2.1)
+    assert limiter.hit("1/2 seconds", "ip")  # the window moved on
 
 
 def test_broker_down_keeps_the_sign_up_and_releases_the_cooldown(
@@ -397,7 +404,7 @@ def test_redis_going_away_mid_flight_falls_back_to_counting_in_memory(
         post = lambda i: client.post("/subscribe", data={  # noqa: E731
             **GOOD, "email": f"m{i}@example.org", "csrf_token": token}).status_code
         assert post(0) == 200
-        counted = redis.Redis.from_url(url).keys("roundup:rl:signup:198.51.100.9:*")
+        counted = redis.Redis.from_url(url).keys("roundup:rl:*signup/198.51.100.9*")
         assert len(counted) == 1
     # Redis is gone now: the next requests are counted in this process.
     codes = [post(i) for i in range(1, 6)]
@@ -528,3 +535,106 @@ def test_a_new_address_gets_a_plain_confirm_link(client, session, sent_confirmat
     token = _confirm_link_token(session, sub.id)
     assert tokens.read_token(tokens.CONFIRM, token) == sub.id
     assert signup.read_confirm_token(token, max_age=MAX_AGE) == signup.ConfirmRequest(sub.id)
+
+
+# --- the daily cap on confirmation emails (issue 11) ----------------------------------
+
+
+def test_at_most_three_confirmations_per_address_per_day(client, session, monkeypatch,
+                                                         web_settings, sent_confirmations):
+    """Not a cooldown that re-arms: with the cooldown gone, the day's cap still holds."""
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    for _ in range(6):
+        assert submit(client, "/subscribe", GOOD).status_code == 200
+    sub = _subscriber(session)
+    assert sent_confirmations == [sub.id] * 3
+    # Another address has its own budget.
+    submit(client, "/subscribe", {**GOOD, "email": "bea@example.org"})
+    assert len(sent_confirmations) == 4
+
+
+def test_the_daily_cap_is_configurable_and_shared_by_form_and_api(
+        client, session, monkeypatch, web_settings, sent_confirmations):
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    monkeypatch.setattr(web_settings, "confirmations_per_day", 2)
+    submit(client, "/subscribe", GOOD)
+    client.post("/api/subscribers", json={"email": GOOD["email"]})
+    client.post("/api/subscribers", json={"email": GOOD["email"]})
+    assert len(sent_confirmations) == 2
+
+
+def test_a_capped_sign_up_keeps_the_claim_free_for_tomorrow(session, web_settings, monkeypatch):
+    """A refusal by the cap gives the cooldown claim back (nothing was sent)."""
+    from newsletter.ratelimit import Limiter
+
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    monkeypatch.setattr(web_settings, "confirmations_per_day", 1)
+    allow = signup.daily_cap(Limiter())
+    wanted = signup.SignupRequest(signup=signup.CleanSignup(email="cap@example.org"),
+                                  source="test")
+    first = signup.process_signup(session=session, request=wanted, allow=allow)
+    session.commit()
+    sent_at = _subscriber(session, "cap@example.org").confirmation_sent_at
+    second = signup.process_signup(session=session, request=wanted, allow=allow)
+    session.commit()
+    assert first.claimed_at is not None and second.claimed_at is None
+    assert _subscriber(session, "cap@example.org").confirmation_sent_at == sent_at
+
+
+def test_the_daily_cap_holds_in_redis_across_web_processes(
+        session, web_settings, redis_url, monkeypatch, sent_confirmations):
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+
+    monkeypatch.setattr(web_settings, "signup_cooldown_minutes", 0)
+    for _ in range(2):  # two web processes, each with its own memory
+        client = TestClient(create_app(send_confirmation=sent_confirmations.append))
+        for _ in range(3):
+            submit(client, "/subscribe", GOOD)
+    assert len(sent_confirmations) == 3
+
+
+def test_the_sign_up_request_only_publishes_a_task(session, web_settings, redis_url,
+                                                   make_subscriber):
+    """Known or not, the request writes nothing: the worker decides."""
+    import redis as redis_lib
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+    from tests.fixtures.web import snapshot
+
+    make_subscriber(email="known@example.org")
+    client = TestClient(create_app())
+    before = snapshot(session)
+    for email in ("known@example.org", "new@example.org"):
+        assert submit(client, "/subscribe", {**GOOD, "email": email}).status_code == 200
+    assert client.post("/api/subscribers", json={"email": "api@example.org"}).status_code == 202
+    assert snapshot(session) == before
+    queued = redis_lib.Redis.from_url(redis_url).lrange("roundup", 0, -1)
+    assert len(queued) == 3
+    assert all(b"workers.signup_tasks.process_signup" in m for m in queued)
+
+
+@pytest.mark.slow
+def test_a_real_worker_decides_sign_ups_and_applies_the_daily_cap(
+        session, web_settings, redis_url, smtp_server, celery_workers, make_subscriber):
+    """The production path: the request publishes, the worker decides and mails."""
+    from fastapi.testclient import TestClient
+
+    from newsletter.web.app import create_app
+    from tests.fixtures.services import wait_until
+
+    make_subscriber(email="known@example.org")  # confirmed: never mailed again
+    celery_workers.start(SIGNUP_COOLDOWN_MINUTES="0")
+    client = TestClient(create_app())
+    for email in ["ana@example.org"] * 5 + ["known@example.org"]:
+        assert submit(client, "/subscribe", {**GOOD, "email": email}).status_code == 200
+    decided = re.compile(r"process_signup\[[^\]]+\] succeeded")
+    wait_until(lambda: len(decided.findall(celery_workers.logs())) == 6, timeout=60,
+               message=celery_workers.logs)
+    wait_until(lambda: len(smtp_server.messages) >= 3, timeout=30)
+    time.sleep(1)  # a fourth email, if the cap failed, would be on its way by now
+    assert smtp_server.recipients() == ["ana@example.org"] * 3
+    assert _subscriber(session).status == SubscriberStatus.pending
+

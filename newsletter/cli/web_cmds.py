@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -121,6 +122,16 @@ def _match_base_url(host: str, port: int) -> None:
         shown = f"[{shown}]"  # an IPv6 address in a URL
     settings.base_url = f"http://{shown}:{port}"
     os.environ["BASE_URL"] = settings.base_url
+def proxy_options() -> dict[str, Any]:
+    """X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS (empty by default).
+
+    uvicorn's own default trusts 127.0.0.1, so anything on the machine (or a
+    forwarded port) could pick the client address the rate limits count against.
+    """
+    from newsletter.settings import settings
+
+    trusted = settings.forwarded_allow_ips.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or ""}
 
 
 def web(
@@ -146,7 +157,7 @@ def web(
     ensure_database()
     with _local_services():
         uvicorn.run("newsletter.web.app:app", host=host, port=port, workers=workers,
-                    proxy_headers=True, server_header=False)
+                    server_header=False, **proxy_options())
 
 
 def register(app: typer.Typer) -> None:

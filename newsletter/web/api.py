@@ -12,16 +12,15 @@ from fastapi import Path as FastAPIPath
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from newsletter import db, signup
 from newsletter.inbound import suppressions
 from newsletter.models import TopicPublic
 from newsletter.settings import settings
-from newsletter.signup import SignupInvalid, SignupOutcome
+from newsletter.signup import SignupInvalid
 from newsletter.web import forms
-from newsletter.web.public import db_session, dispatch_confirmation
+from newsletter.web.public import db_session, signup_limit, submit_signup
 from newsletter.web.security import client_ip
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def create_subscriber(body: SubscribeIn, request: Request) -> JSONResponse | Acc
     its link is followed. Answers 202 with the same body whether the address is new or
     already known, so the API cannot be used to find out who is subscribed."""
     limiter = request.app.state.rate_limiter
-    if not limiter.hit(f"signup:{client_ip(request)}", limit=settings.signup_rate_per_minute):
+    if not limiter.hit(signup_limit(), "signup", client_ip(request)):
         return JSONResponse({"detail": "Too many sign-ups; try again in a minute."},
                             status_code=429, headers={"Retry-After": "60"})
     with db_session() as session:
@@ -97,14 +96,9 @@ def create_subscriber(body: SubscribeIn, request: Request) -> JSONResponse | Acc
             return JSONResponse(status_code=422, content={"detail": [
                 {"loc": ["body", key], "msg": msg, "type": "value_error"}
                 for key, msg in exc.errors.items()]})
-        try:
-            outcome = signup.sign_up(session=session, signup=clean, source="api",
-                                     source_data=signup.tracking_data(body.model_dump()))
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            outcome = SignupOutcome(subscriber_id=None)
-    dispatch_confirmation(request, outcome)
+    # The worker decides what the sign-up means: the same work here for every address.
+    submit_signup(request, signup.SignupRequest(
+        signup=clean, source="api", source_data=signup.tracking_data(body.model_dump())))
     return Accepted()
 
 

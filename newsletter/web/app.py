@@ -15,11 +15,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.preflight.secret import ensure_secret_key, key_problems
+from newsletter.ratelimit import Limiter
 from newsletter.settings import settings
 from newsletter.web import api, archive, public, webhooks
 from newsletter.web.security import (
     InsecureSecretError,
-    RateLimiter,
     SecurityMiddleware,
     check_secret,
 )
@@ -81,8 +81,10 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
         redoc_url=None,
     )
     app.state.templates = make_templates()
-    app.state.rate_limiter = RateLimiter(redis_url=settings.redis_url)
+    app.state.rate_limiter = Limiter(redis_url=settings.redis_url)
     app.state.send_confirmation = send_confirmation or public.enqueue_confirmation
+    # Tests pass send_confirmation: sign-ups are then decided in-process, not by a worker.
+    app.state.signups_inline = send_confirmation is not None
     app.add_middleware(SecurityMiddleware)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

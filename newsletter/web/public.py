@@ -47,16 +47,57 @@ def db_session() -> Iterator[Session]:
         yield session
 
 
-# --- sending the confirmation email ----------------------------------------------------
+# --- handing sign-ups to the worker, sending the confirmation email ----------------------
+
+SIGNUP_TASK = "workers.signup_tasks.process_signup"
+CONFIRMATION_TASK = "workers.signup_tasks.send_confirmation_email"
+
+
+def publish(task_name: str, *args: Any) -> None:
+    """Publish a Celery task by name on the broker (fails fast if it is down).
+
+    (The lead may point this at newsletter.queue.publish once that lands.)
+    """
+    from workers.celery_app import app, producer
+
+    with producer() as prod:
+        app.send_task(task_name, args=list(args), producer=prod, retry=False)
 
 
 def enqueue_confirmation(subscriber_id: int) -> None:
-    """Queue the confirmation email on the Celery broker (fails fast if it is down)."""
-    from workers.celery_app import producer
-    from workers.signup_tasks import send_confirmation_email
+    """Queue the confirmation email on the Celery broker."""
+    publish(CONFIRMATION_TASK, subscriber_id)
 
-    with producer() as prod:
-        send_confirmation_email.apply_async(args=[subscriber_id], producer=prod, retry=False)
+
+def submit_signup(request: Request, wanted: signup.SignupRequest) -> None:
+    """Hand a validated sign-up to the worker, which decides what it means.
+
+    The request's work is the same for every address: no lookup, no write, one
+    publish. Whether the address was new, pending, confirmed, suppressed or over its
+    daily cap can't show in the answer or its timing. Apps built with an in-process
+    `send_confirmation` (tests), and any app while the broker is down, decide here.
+    """
+    if not request.app.state.signups_inline:
+        try:
+            publish(SIGNUP_TASK, wanted.to_json())
+            return
+        except Exception:
+            log.exception("could not queue a sign-up; recording it here instead")
+    decide_signup_here(request, wanted)
+
+
+def decide_signup_here(request: Request, wanted: signup.SignupRequest) -> None:
+    """What workers.signup_tasks.process_signup does, in this process."""
+    allow = signup.daily_cap(request.app.state.rate_limiter)
+    with db_session() as session:
+        try:
+            outcome = signup.process_signup(session=session, request=wanted, allow=allow)
+            session.commit()
+        except IntegrityError:
+            # The same new address submitted twice at once: the other request won.
+            session.rollback()
+            return
+    dispatch_confirmation(request, outcome)
 
 
 def dispatch_confirmation(request: Request, outcome: SignupOutcome) -> None:
@@ -75,13 +116,18 @@ def dispatch_confirmation(request: Request, outcome: SignupOutcome) -> None:
             session.commit()
 
 
+def signup_limit() -> str:
+    return f"{settings.signup_rate_per_minute}/minute"
+
+
 def rate_limited(request: Request) -> Response | None:
     limiter = request.app.state.rate_limiter
-    if limiter.hit(f"signup:{client_ip(request)}", limit=settings.signup_rate_per_minute):
+    if limiter.hit(signup_limit(), "signup", client_ip(request)):
         return None
     return render(request, "error.html",
                   {"title": "Too many requests",
-                   "message": "Too many sign-ups from your network in the last minute. "
+                   "message": f"Too many requests from your network in the last minute "
+                              f"(at most {settings.signup_rate_per_minute}). "
                               "Please wait a minute and try again."},
                   status_code=429, headers={"Retry-After": "60"})
 
@@ -178,7 +224,8 @@ def _done(request: Request, template: str, email: str, **extra: Any) -> Response
     done = "embed_done.html" if template.startswith("embed") else "subscribe_done.html"
     return render(request, done, {
         "email": email, "valid_days": signup.CONFIRM_VALID_DAYS,
-        "cooldown_minutes": settings.signup_cooldown_minutes, **extra})
+        "cooldown_minutes": settings.signup_cooldown_minutes,
+        "per_day": settings.confirmations_per_day, **extra})
 
 
 def _signup_sync(request: Request, template: str, source: str,
@@ -195,15 +242,8 @@ def _signup_sync(request: Request, template: str, source: str,
             errors["consent"] = "Please tick the box to agree to receive the newsletter."
         if errors:
             return _signup_page(request, template, form, errors, 422)
-        try:
-            outcome = signup.sign_up(session=session, signup=clean, source=source,
-                                     source_data=signup.tracking_data(form.tracking))
-            session.commit()
-        except IntegrityError:
-            # The same new address submitted twice at once: the other request won.
-            session.rollback()
-            outcome = SignupOutcome(subscriber_id=None)
-    dispatch_confirmation(request, outcome)
+    submit_signup(request, signup.SignupRequest(
+        signup=clean, source=source, source_data=signup.tracking_data(form.tracking)))
     return _done(request, template, clean.email)
 
 
@@ -319,8 +359,68 @@ def manage_page(request: Request, token: str) -> Response:
     with db_session() as session:
         sub = _live_subscriber(session, _read(tokens.MANAGE, token))
         if sub is None:
-            return _link_invalid(request)
+            # Expired (manage links do), copied badly or forged: offer a fresh one.
+            return _manage_link_form(request, expired=True, status_code=404)
         return _manage_page(request, session, sub, token)
+
+
+# --- "email me a fresh link" --------------------------------------------------------------
+#
+# The answer is the same whether or not the address has a subscription, and the
+# request does the same work either way: it publishes a task and the worker looks
+# the address up (and applies the daily cap per address).
+
+MANAGE_LINK_TASK = "workers.signup_tasks.send_manage_link_email"
+
+
+def _manage_link_form(request: Request, *, email: str = "", expired: bool = False,
+                      errors: dict[str, str] | None = None,
+                      status_code: int = 200) -> Response:
+    return render(request, "manage_link.html", {
+        "email": email, "expired": expired, "errors": errors or {}},
+        status_code=status_code)
+
+
+@router.api_route("/manage", methods=READ_METHODS)
+def manage_link_page(request: Request) -> Response:
+    return _manage_link_form(request)
+
+
+@router.post("/manage")
+async def manage_link_submit(request: Request) -> Response:
+    limited = await run_in_threadpool(rate_limited, request)
+    if limited is not None:
+        return limited
+    raw = await forms.read_form(request)
+    typed = forms.text(raw, "email")
+    if not csrf_valid(request, raw):
+        return _manage_link_form(request, email=typed, status_code=400, errors={
+            "form": "This form expired or was sent from another site. Please submit it again."})
+    try:
+        email = subs.normalise_email(typed)
+    except subs.SubscriberError as exc:
+        return _manage_link_form(request, email=typed, errors={"email": str(exc)},
+                                 status_code=422)
+    await run_in_threadpool(request_manage_link, request, email)
+    return render(request, "manage_link_sent.html",
+                  {"email": email, "per_day": settings.manage_links_per_day})
+
+
+def request_manage_link(request: Request, email: str) -> None:
+    """Publish the task; apps deciding sign-ups in-process (tests) send it here."""
+    if request.app.state.signups_inline:
+        from workers.signup_tasks import manage_link_cap, send_manage_link
+
+        try:
+            send_manage_link(email, allow=manage_link_cap(request.app.state.rate_limiter))
+        except Exception:
+            log.exception("could not send a fresh manage link")
+        return
+    try:
+        publish(MANAGE_LINK_TASK, email)
+    except Exception:
+        # Same answer regardless: the person can ask again once the broker is back.
+        log.exception("could not queue a fresh manage link")
 
 
 # Every preference-centre action: check CSRF, then run `action` in a worker thread
@@ -504,8 +604,9 @@ def _resubscribe_sync(request: Request, token: str) -> None:
         sub = _live_subscriber(session, _read(tokens.UNSUBSCRIBE, token))
         if sub is None or sub.id is None:
             return
-        outcome = signup.resubscribe(session=session, subscriber_id=sub.id,
-                                     source="unsubscribe-page")
+        outcome = signup.resubscribe(
+            session=session, subscriber_id=sub.id, source="unsubscribe-page",
+            allow=signup.daily_cap(request.app.state.rate_limiter))
         session.commit()
     dispatch_confirmation(request, outcome)
 

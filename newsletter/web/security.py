@@ -1,19 +1,19 @@
-"""Protections every page shares: CSRF tokens, the sign-up rate limit, the honeypot,
-a cap on request bodies, and security headers.
+"""Protections every page shares: CSRF tokens, the honeypot, a cap on request bodies,
+quiet handling of clients that go away, and security headers. (Rate limits live in
+newsletter/ratelimit.py.)
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import threading
-import time
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import FormData
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from newsletter.settings import DEFAULT_SECRET, settings
 
@@ -30,8 +30,11 @@ CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 2 * 24 * 3600  # a form left open over a weekend still submits
 HONEYPOT_FIELD = "website"  # hidden from people; bots fill in anything called "website"
 MAX_BODY_BYTES = 64 * 1024
-# The one form that takes a whole roundup file (1 MB) plus the form around it.
-LARGE_BODY_PATHS = {"/editor/issues/new": 1024 * 1024 + 64 * 1024}
+# The one form that takes a whole roundup (a file or pasted text). Its handler refuses
+# more than 1 MB of roundup with the form and a message; up to twice that is let
+# through so it can, and only bodies beyond that get the plain 413.
+UPLOAD_BODY_BYTES = 2 * 1024 * 1024 + 64 * 1024
+LARGE_BODY_PATHS = {"/editor/issues/new": UPLOAD_BODY_BYTES}
 # Relay webhooks (issue 8): a bounce can carry the original message (Postmark's Content).
 LARGE_BODY_PATHS.update({f"/webhooks/bounces/{p}": 512 * 1024
                          for p in ("generic", "ses", "postmark", "mailgun")})
@@ -119,18 +122,37 @@ def set_csrf_cookie(request: Request, response: Any) -> None:
     secure = settings.base_url.startswith("https://")
     embedded = request.url.path == EMBED_FORM_PATH
     # Inside another site's iframe a Lax cookie is never sent back; over HTTPS the
-    # embed form's cookie is SameSite=None (partitioned per embedding site).
+    # embed form's cookie is SameSite=None, partitioned per embedding site (CHIPS).
+    partitioned = bool(embedded and secure)
     response.set_cookie(
         CSRF_COOKIE,
         request.state.csrf_value,
         max_age=CSRF_MAX_AGE,
         httponly=True,
         secure=secure,
-        samesite="none" if (embedded and secure) else "lax",
+        samesite="none" if partitioned else "lax",
         path="/",
-        partitioned=bool(embedded and secure),
+        **({"partitioned": True} if partitioned and NATIVE_PARTITIONED else {}),
     )
+    if partitioned and not NATIVE_PARTITIONED:
+        _add_partitioned(response, CSRF_COOKIE)
     request.state.csrf_new = False
+
+
+# Starlette writes `Partitioned` itself only on Python 3.14+ (and raises before);
+# elsewhere the attribute is appended to the Set-Cookie header by hand.
+NATIVE_PARTITIONED = sys.version_info >= (3, 14)
+
+
+def _add_partitioned(response: Any, name: str) -> None:
+    prefix = f"{name}=".encode()
+    headers = response.raw_headers
+    for index in range(len(headers) - 1, -1, -1):
+        key, value = headers[index]
+        if key == b"set-cookie" and value.startswith(prefix):
+            if b"partitioned" not in value.lower():
+                headers[index] = (key, value + b"; Partitioned")
+            return
 
 
 def honeypot_filled(form: FormData) -> bool:
@@ -138,87 +160,13 @@ def honeypot_filled(form: FormData) -> bool:
     return isinstance(value, str) and value.strip() != ""
 
 
-# --- Rate limit --------------------------------------------------------------------
-
-
-class RateLimiter:
-    """Fixed one-minute windows per key, counted in Redis when reachable, else in memory.
-
-    Redis makes the limit hold across uvicorn workers; if Redis goes away the limit
-    still holds per process rather than failing open or failing the request.
-    """
-
-    def __init__(self, *, redis_url: str = "", prefix: str = "roundup:rl") -> None:
-        self.redis_url = redis_url
-        self.prefix = prefix
-        self._client: Any = None
-        self._redis_down_until = 0.0
-        self._lock = threading.Lock()
-        self._memory: dict[tuple[str, int], int] = {}
-
-    def hit(self, key: str, *, limit: int, now: float | None = None) -> bool:
-        """Count one request for `key`; False when it is over `limit` this minute."""
-        now = time.time() if now is None else now
-        window = int(now // 60)
-        count = self._redis_hit(key, window)
-        if count is None:
-            count = self._memory_hit(key, window)
-        return count <= limit
-
-    def count(self, key: str, *, now: float | None = None) -> int:
-        """This minute's count for `key`, without adding to it."""
-        window = int((time.time() if now is None else now) // 60)
-        client = self._redis()
-        if client is not None:
-            try:
-                return int(client.get(f"{self.prefix}:{key}:{window}") or 0)
-            except Exception as exc:  # noqa: BLE001 - as in hit(): fall back to memory
-                self._redis_failed(exc)
-        with self._lock:
-            return self._memory.get((key, window), 0)
-
-    def _redis(self) -> Any:
-        """The Redis client, or None while Redis is unset or recently unreachable."""
-        if not self.redis_url or time.monotonic() < self._redis_down_until:
-            return None
-        if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(
-                self.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        return self._client
-
-    def _redis_failed(self, exc: Exception) -> None:
-        log.warning("rate limit: Redis unavailable (%s); counting in memory", exc)
-        self._redis_down_until = time.monotonic() + 30
-        self._client = None
-
-    def _redis_hit(self, key: str, window: int) -> int | None:
-        client = self._redis()
-        if client is None:
-            return None
-        try:
-            name = f"{self.prefix}:{key}:{window}"
-            pipe = client.pipeline()
-            pipe.incr(name)
-            pipe.expire(name, 120)
-            count, _ = pipe.execute()
-            return int(count)
-        except Exception as exc:  # any Redis trouble: fall back, don't fail the sign-up
-            self._redis_failed(exc)
-            return None
-
-    def _memory_hit(self, key: str, window: int) -> int:
-        with self._lock:
-            for old in [k for k in self._memory if k[1] < window]:
-                del self._memory[old]
-            count = self._memory.get((key, window), 0) + 1
-            self._memory[(key, window)] = count
-            return count
-
-
 def client_ip(request: Request) -> str:
-    # Behind a proxy run uvicorn with --proxy-headers so this is the real client.
+    """The client's address as uvicorn saw it.
+
+    uvicorn replaces it with X-Forwarded-For only when the connection comes from an
+    address in FORWARDED_ALLOW_IPS (empty by default): a header anyone can write must
+    not choose which rate-limit budget a request is counted against.
+    """
     return request.client.host if request.client else "unknown"
 
 
@@ -260,7 +208,7 @@ class SecurityMiddleware:
             except ValueError:
                 too_big = True  # unparseable length: refuse rather than guess
             if too_big:
-                await _send_413(send, scope, nonce)
+                await _send_413(send, scope, nonce, max_body)
                 return
 
         received = 0
@@ -284,7 +232,7 @@ class SecurityMiddleware:
                 # (FastAPI answers 400); whatever they send, the answer is 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _send_413(send, scope, nonce)
+                    await _send_413(send, scope, nonce, max_body)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -296,11 +244,28 @@ class SecurityMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await _send_413(send, scope, nonce)
+            await _send_413(send, scope, nonce, max_body)
+        except ClientDisconnect:
+            # The client went away mid-body: nobody is left to read an answer, and
+            # it is not our error. Log a line, not a traceback; answer 400 if we can.
+            log.info("client disconnected before sending its whole request: %s %s",
+                     scope.get("method"), scope.get("path"))
+            if not started:
+                start, body = _plain(400, b"The request ended before its body was complete.\n")
+                await send(_with_headers(start, scope, nonce))
+                await send(body)
 
 
-async def _send_413(send: Send, scope: Scope, nonce: str) -> None:
-    start, body = _plain(413, b"Request body too large (64 KB at most).\n")
+def human_size(size: int) -> str:
+    """64 KB, 2.1 MB: how the limits are written in messages."""
+    if size < 1024 * 1024:
+        return f"{size // 1024} KB"
+    return f"{size / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+
+
+async def _send_413(send: Send, scope: Scope, nonce: str, max_body: int) -> None:
+    message = f"Request body too large: at most {human_size(max_body)} may be sent here.\n"
+    start, body = _plain(413, message.encode())
     await send(_with_headers(start, scope, nonce))
     await send(body)
 
@@ -350,7 +315,9 @@ def _with_headers(message: Message, scope: Scope, nonce: str) -> Message:
         extra.append((b"x-frame-options", b"DENY"))
     if settings.base_url.startswith("https://"):
         extra.append((b"strict-transport-security", b"max-age=31536000"))
-    if path.startswith(("/manage/", "/unsubscribe/", "/confirm/")):
+    # Token pages, and every console page: nothing an editor saw may be kept by a
+    # shared browser or proxy (login form included: it carries a CSRF token).
+    if path.startswith(("/manage/", "/unsubscribe/", "/confirm/", "/editor")):
         extra.append((b"cache-control", b"no-store"))
     names = {name for name, _ in extra}
     headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]

@@ -1,13 +1,24 @@
-"""Logging in and out. Attempts are rate-limited per client address and per email."""
+"""Logging in and out, and the login limits.
+
+Every attempt is counted (atomically, by `limits`) before the password is checked, so
+parallel guesses cannot all slip under the limit. Limits are per (account, client
+address) and per client address: an attacker elsewhere cannot lock the real editor
+out. Across all addresses, failures on one account only slow it down: a short delay
+that grows with the failures, capped at a few seconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from newsletter.editors import Editor, authenticate, end_sessions
+import newsletter.editors as editors
+from newsletter.editors import Editor, end_sessions
+from newsletter.ratelimit import Limiter, private_key
 from newsletter.settings import settings
 from newsletter.subscribers import SubscriberError, normalise_email
 from newsletter.web import forms
@@ -21,18 +32,24 @@ from newsletter.web.editor.routing import (
     router,
     set_session_cookie,
 )
-from newsletter.web.security import RateLimiter, client_ip
+from newsletter.web.security import client_ip
 
-LOGIN_PER_MINUTE_IP = 10
-LOGIN_PER_MINUTE_EMAIL = 5
+# Guesses at one account from one client address; then wait for the window to move.
+LOGIN_LIMIT_ACCOUNT_IP = "5/minute"
+# Guesses from one client address at any accounts.
+LOGIN_LIMIT_IP = "20/minute"
+# Failures on one account from anywhere, the window the slow-down looks at.
+FAILURE_WINDOW = "1000/15 minutes"
+FREE_FAILURES = 5  # failures (any address) before attempts on the account slow down
+MAX_DELAY_SECONDS = 4.0
 
 
-def _limiter(request: Request) -> RateLimiter:
+def _limiter(request: Request) -> Limiter:
     limiter = getattr(request.app.state, "editor_login_limiter", None)
     if limiter is None:
-        # Counted in Redis so the limit holds across web processes (in memory
+        # Counted in Redis so the limits hold across web processes (in memory
         # while Redis is unreachable).
-        limiter = RateLimiter(redis_url=settings.redis_url, prefix="roundup:editor-login")
+        limiter = Limiter(redis_url=settings.redis_url, prefix="roundup:editor-login")
         request.app.state.editor_login_limiter = limiter
     return limiter
 
@@ -40,9 +57,38 @@ def _limiter(request: Request) -> RateLimiter:
 def _limit_key(email: str) -> str:
     """Ana@Example.com and ana@example.com are one account, so one budget."""
     try:
-        return normalise_email(email)
+        address = normalise_email(email)
     except SubscriberError:
-        return email.strip().lower()[:320]
+        address = email.strip().lower()[:320]
+    return private_key(address)
+
+
+def slowdown_seconds(failures: int) -> float:
+    """0 for the first FREE_FAILURES failures, then 0.5 s doubling, capped."""
+    if failures <= FREE_FAILURES:
+        return 0.0
+    return float(min(MAX_DELAY_SECONDS, 0.5 * 2 ** (failures - FREE_FAILURES - 1)))
+
+
+def _admit(limiter: Limiter, account: str, ip: str) -> tuple[bool, float]:
+    """Count this attempt; (allowed, seconds to wait before checking the password)."""
+    # Per (account, address) first: a burst at one account is refused there without
+    # using up the address's budget, so the editor at that address isn't kept out
+    # longer than the (account, address) window.
+    if not limiter.hit(LOGIN_LIMIT_ACCOUNT_IP, "account-ip", account, ip):
+        return False, 0.0
+    if not limiter.hit(LOGIN_LIMIT_IP, "ip", ip):
+        return False, 0.0
+    total = int(FAILURE_WINDOW.split("/", 1)[0])
+    failures = total - limiter.remaining(FAILURE_WINDOW, "failures", account)
+    return True, slowdown_seconds(failures)
+
+
+def _check(email: str, password: str) -> Editor | None:
+    with db_session() as session:
+        editor = editors.authenticate(session=session, email=email, password=password)
+        session.commit()
+    return editor
 
 
 def safe_next(value: str) -> str:
@@ -70,29 +116,31 @@ def login_page(request: Request, next: str = "/editor") -> Response:  # noqa: A0
 
 
 @router.post("/login")
-def login_submit(request: Request) -> Response:
+async def login_submit(request: Request) -> Response:
     form = form_of(request)
     email = forms.text(form, "email").strip()
     password = forms.text(form, "password")
     next_url = safe_next(forms.text(form, "next"))
-    limiter = _limiter(request)
-    allowed_ip = limiter.hit(f"ip:{client_ip(request)}", limit=LOGIN_PER_MINUTE_IP)
-    # Per account only failures count: an editor who logs in on several devices is
-    # not guessing; someone trying passwords is.
-    email_key = f"email:{_limit_key(email)}"
-    if not allowed_ip or limiter.count(email_key) >= LOGIN_PER_MINUTE_EMAIL:
-        return _login_page(request, email=email, next_url=next_url, status_code=429,
-                           error="Too many login attempts. Wait a minute and try again.")
     if not email or not password:
         return _login_page(request, email=email, next_url=next_url, status_code=400,
                            error="Enter your email address and password.")
-    with db_session() as session:
-        editor: Editor | None = authenticate(session=session, email=email, password=password)
-        session.commit()
+    limiter, account, ip = _limiter(request), _limit_key(email), client_ip(request)
+    allowed, delay = await run_in_threadpool(_admit, limiter, account, ip)
+    if not allowed:
+        return _login_page(request, email=email, next_url=next_url, status_code=429,
+                           error="Too many login attempts from your network. "
+                                 "Wait a minute and try again.")
+    if delay:
+        # Many recent failures on this account: slow every attempt down a little
+        # (without holding a thread) rather than refuse the real editor.
+        await asyncio.sleep(delay)
+    editor = await run_in_threadpool(_check, email, password)
     if editor is None:
-        limiter.hit(email_key, limit=LOGIN_PER_MINUTE_EMAIL)
+        await run_in_threadpool(limiter.hit, FAILURE_WINDOW, "failures", account)
         return _login_page(request, email=email, next_url=next_url, status_code=401,
                            error="That email and password don't match an editor account.")
+    # The editor is in: mistakes they made before from here no longer count.
+    await run_in_threadpool(limiter.clear, LOGIN_LIMIT_ACCOUNT_IP, "account-ip", account, ip)
     response = redirect(next_url)
     set_session_cookie(response, editor)
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.datastructures import FormData, UploadFile
 from newsletter.editorial import (
     EditorialError,
     add_item,
+    check_item_count,
     delete_item,
     move_item,
     reorder_items,
@@ -29,6 +31,7 @@ from newsletter.editorial import (
 from newsletter.ingest import IngestError, decode, ingest_text, parse_document
 from newsletter.models import Delivery, Issue, IssueStatus, Item
 from newsletter.revisions import last_change, remember, snapshot, undo
+from newsletter.settings import settings
 from newsletter.topics import item_topic_slugs, load_taxonomy
 from newsletter.web import forms
 from newsletter.web.editor.routing import (
@@ -40,6 +43,7 @@ from newsletter.web.editor.routing import (
     redirect,
     router,
 )
+from newsletter.web.security import human_size
 
 STRUCTURED_EXAMPLE = """---
 title: "Weekly Roundup: First Story; Second Story"
@@ -102,7 +106,8 @@ def _new_page(request: Request, *, mode: str = "paste", text: str = "", source_n
     return page(request, "new_issue.html", {
         "mode": mode, "text": text or (example if mode == "write" else ""),
         "source_name": source_name, "issue_date": issue_date, "error": error,
-        "example": example, "nav": "new",
+        "example": example, "nav": "new", "max_kb": f"{MAX_UPLOAD_BYTES // 1024:,}",
+        "max_items": settings.max_items_per_issue,
     }, status_code=status_code)
 
 
@@ -139,41 +144,84 @@ async def new_issue_preview(request: Request) -> Response:
 
 @router.post("/issues/new")
 async def new_issue_submit(request: Request) -> Response:
+    # Async only to read the upload; decoding, parsing and saving a roundup (up to
+    # 1 MB, hundreds of items) run in the thread pool, never on the event loop.
     form = form_of(request)
     mode = "write" if forms.text(form, "mode") == "write" else "paste"
     text_value = form.get("text")
-    text = text_value if isinstance(text_value, str) else ""
-    source_name = forms.text(form, "source_name").strip()
-    date_text = forms.text(form, "issue_date").strip()
+    submitted = NewRoundup(
+        mode=mode, text=text_value if isinstance(text_value, str) else "",
+        source_name=forms.text(form, "source_name").strip(),
+        date_text=forms.text(form, "issue_date").strip())
     upload = form.get("file")
     if isinstance(upload, UploadFile) and upload.filename:
-        data = await upload.read(MAX_UPLOAD_BYTES + 1)
-        name = upload.filename[-200:]
-        if len(data) > MAX_UPLOAD_BYTES:
-            return _new_page(request, mode=mode, source_name=source_name, issue_date=date_text,
-                             error=f"{name} is larger than 1 MB.", status_code=400)
+        submitted.file_name = upload.filename[-200:]
+        submitted.file_data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        submitted.file_size = max(upload.size or 0, len(submitted.file_data))
+    return await run_in_threadpool(_new_issue, request, submitted)
+
+
+@dataclass
+class NewRoundup:
+    """What the new-issue form brought: pasted or written text, or a file."""
+
+    mode: str
+    text: str
+    source_name: str
+    date_text: str
+    file_name: str = ""
+    file_data: bytes | None = None
+    file_size: int = 0
+
+
+def _too_large(what: str, size: int) -> str:
+    # In KB: "1 MB; at most 1 MB" would leave the editor puzzled.
+    return (f"{what} is {-(-size // 1024):,} KB; a roundup can be at most "
+            f"{MAX_UPLOAD_BYTES // 1024:,} KB ({human_size(MAX_UPLOAD_BYTES)}). "
+            "Split it into smaller issues.")
+
+
+def _new_issue(request: Request, new: NewRoundup) -> Response:
+    def refused(error: str, *, keep_text: bool = True, status_code: int = 400) -> Response:
+        return _new_page(request, mode=new.mode, text=new.text if keep_text else "",
+                         source_name=new.source_name, issue_date=new.date_text,
+                         error=error, status_code=status_code)
+
+    text, source_name = new.text, new.source_name
+    if new.file_data is not None:
+        if len(new.file_data) > MAX_UPLOAD_BYTES:
+            return refused(_too_large(new.file_name, new.file_size), keep_text=False)
         try:
-            text = decode(data, source_name=name)
+            text = decode(new.file_data, source_name=new.file_name)
         except IngestError as exc:
-            return _new_page(request, mode=mode, source_name=source_name, issue_date=date_text,
-                             error=str(exc), status_code=400)
-        source_name = source_name or name
+            return refused(str(exc), keep_text=False)
+        source_name = source_name or new.file_name
+    elif len(text.encode("utf-8", "replace")) > MAX_UPLOAD_BYTES:
+        # Not echoed back: a page carrying megabytes of text helps nobody.
+        return refused(_too_large("The text", len(text.encode("utf-8", "replace"))),
+                       keep_text=False)
     if not text.strip():
-        return _new_page(request, mode=mode, text=text, source_name=source_name,
-                         issue_date=date_text, error="Paste a roundup or choose a file.",
-                         status_code=400)
-    default_name = "written-in-editor.md" if mode == "write" else "pasted.txt"
+        return refused("Paste a roundup or choose a file.")
+    default_name = "written-in-editor.md" if new.mode == "write" else "pasted.txt"
     source_name = source_name or default_name
     issue_date: date | None = None
-    if date_text:
+    if new.date_text:
         try:
-            issue_date = date.fromisoformat(date_text)
+            issue_date = date.fromisoformat(new.date_text)
         except ValueError:
-            return _new_page(request, mode=mode, text=text, source_name=source_name,
-                             issue_date=date_text, status_code=400,
+            return _new_page(request, mode=new.mode, text=text, source_name=source_name,
+                             issue_date=new.date_text, status_code=400,
                              error="The issue date must look like 2026-11-23.")
-    return _create(request, mode=mode, text=text, source_name=source_name, issue_date=issue_date,
-                   date_text=date_text)
+    try:
+        # Parsed once before anything is written, so an oversized roundup costs a
+        # parse, not thousands of rows and a page nobody can open.
+        check_item_count(len(parse_document(text, source_name=source_name).items),
+                         source=source_name)
+    except (IngestError, EditorialError) as exc:
+        return _new_page(request, mode=new.mode, text=text, source_name=source_name,
+                         issue_date=new.date_text, error=str(exc), status_code=400)
+    return _create(request, mode=new.mode, text=text, source_name=source_name,
+                   issue_date=issue_date, date_text=new.date_text)
 
 
 def _create(request: Request, *, mode: str, text: str, source_name: str,

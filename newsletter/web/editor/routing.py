@@ -168,8 +168,11 @@ class EditorRoute(APIRoute):
                 return error_page(request, "Not found", "There is no such page.", 404)
             if request.method == "POST":
                 try:
+                    # Twice the roundup limit, so the new-issue page can refuse too much
+                    # pasted text with its own message (issue 11).
                     form = await request.form(
-                        max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_UPLOAD_BYTES
+                        max_files=1, max_fields=MAX_FORM_FIELDS,
+                        max_part_size=2 * MAX_UPLOAD_BYTES,
                     )
                 except Exception:  # malformed multipart bodies, too many fields
                     return error_page(request, "Bad form", "The form could not be read.", 400)
