@@ -242,7 +242,7 @@ def _same_instant(a: datetime, b: datetime) -> bool:
 
 
 def _confirm_serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key, salt=CONFIRM_PREFS_SALT)
+    return URLSafeTimedSerializer(list(tokens.secret_keys()), salt=CONFIRM_PREFS_SALT)
 
 
 def confirm_url(*, session: Session, subscriber_id: int) -> str:

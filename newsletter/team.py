@@ -17,6 +17,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from newsletter import tokens
 from newsletter.editors import (
     Editor,
     EditorError,
@@ -27,7 +28,6 @@ from newsletter.editors import (
     validate_password,
 )
 from newsletter.models import EditorSession, utcnow
-from newsletter.settings import settings
 
 Role = Literal["owner", "editor"]
 ROLES: tuple[Role, ...] = ("owner", "editor")
@@ -39,7 +39,7 @@ SEEN_EVERY = timedelta(minutes=5)  # last-seen is written at most this often per
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key, salt=salt)
+    return URLSafeTimedSerializer(list(tokens.secret_keys()), salt=salt)
 
 
 def _validate_role(role: str) -> Role:

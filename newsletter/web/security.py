@@ -15,6 +15,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
 
+from newsletter import tokens
 from newsletter.settings import DEFAULT_SECRET, settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def check_secret() -> None:
 
 
 def _csrf_serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret_key, salt="csrf")
+    return URLSafeTimedSerializer(list(tokens.secret_keys()), salt="csrf")
 
 
 def csrf_cookie_value(request: Request) -> str:
