@@ -558,6 +558,8 @@ def _delete(request: Request, session: Session, sub: Subscriber, token: str,
 
 @router.get("/unsubscribe/{token}")
 def unsubscribe_page(request: Request, token: str) -> Response:
+    if _read(tokens.UNSUBSCRIBE, token) is None:
+        return _link_invalid(request)
     return render(request, "unsubscribe.html", {"token": token})
 
 
@@ -571,6 +573,12 @@ async def unsubscribe_submit(request: Request, token: str) -> Response:
     if not one_click and not csrf_valid(request, raw):
         return _form_expired(request, f"/unsubscribe/{token}")
     source = "one-click" if one_click else "unsubscribe-page"
+    if _read(tokens.UNSUBSCRIBE, token) is None:
+        # A damaged or forged link changes nothing, and must not say it did.
+        if one_click:
+            return Response("This unsubscribe link is not valid.\n", media_type="text/plain",
+                            status_code=404)
+        return _link_invalid(request)
     await run_in_threadpool(_unsubscribe_sync, token, source)
     if one_click:
         return Response("You are unsubscribed.\n", media_type="text/plain")
