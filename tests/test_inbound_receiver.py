@@ -245,3 +245,26 @@ def test_a_bounce_quoting_our_message_id_finds_the_recipient(session, sent, rece
                                            status="5.1.1", original=sent.data(sub)))
     assert code == 250
     assert events(session) == [(sub.id, sent.issue.id, "bounced", "smtp")]
+
+
+def test_a_database_failure_answers_451_and_the_retry_records_it(session, sent, receiver):
+    """The sender keeps a message we could not record and tries again: nothing is lost."""
+    from sqlalchemy import text
+
+    from newsletter import db
+
+    sub = sent.subscribers[0]
+    message = dsn(to=sent.verp(sub), final_recipient=sub.email, status="5.1.1")
+    engine = db.get_engine()
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE inboundmessage RENAME TO inboundmessage_away"))
+    try:
+        code, text_ = receiver.send(sent.verp(sub), message)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE inboundmessage_away RENAME TO inboundmessage"))
+    assert code == 451 and b"try again later" in text_
+    assert status_of(session, sub) == "confirmed" and events(session) == []
+    assert "answered 451" in receiver.log()
+    assert receiver.send(sent.verp(sub), message)[0] == 250
+    assert status_of(session, sub) == "bounced"
