@@ -58,10 +58,12 @@ def quarantine(raw: bytes, reason: str) -> Path:
     return folder / name
 
 
-def _match(session: Session, reading: parse.Reading) -> tuple[int | None, int | None, str]:
-    """(subscriber, issue, how) for a report, or (None, None, why not)."""
-    # Subscriber rows are loaded with the ledger row (the policy then finds them in the
-    # session without another query).
+def _match(session: Session,
+           reading: parse.Reading) -> tuple[Subscriber | None, int | None, str]:
+    """(subscriber, issue, how) for a report, or (None, None, why not).
+
+    The subscriber comes with the ledger row in one query; the caller holds on to it so
+    the policy finds it in the session (the identity map keeps only weak references)."""
     for message_id in reading.original_message_ids:
         row = session.execute(
             select(Subscriber, col(Delivery.issue_id))
@@ -69,21 +71,22 @@ def _match(session: Session, reading: parse.Reading) -> tuple[int | None, int | 
             .where(col(Delivery.message_id) == message_id).limit(1)
         ).first()
         if row is not None:
-            return int(row[0].id), int(row[1]), "message-id"
+            return row[0], int(row[1]), "message-id"
     if reading.verp is None:
         return None, None, "no VERP address and no Message-ID of ours"
     sid, iid = reading.verp
     if iid is None:  # confirmation emails carry no issue
-        if session.get(Subscriber, sid) is None:
+        sub = session.get(Subscriber, sid)
+        if sub is None:
             return None, None, f"VERP names subscriber {sid}, who does not exist"
-        return sid, None, "verp"
+        return sub, None, "verp"
     sent = session.execute(
         select(Subscriber).join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
         .where(col(Delivery.subscriber_id) == sid, col(Delivery.issue_id) == iid).limit(1)
     ).first()
     if sent is None:
         return None, None, f"VERP names subscriber {sid} and issue {iid}: we sent them nothing"
-    return sid, iid, "verp"
+    return sent[0], iid, "verp"
 
 
 def _act(session: Session, reading: parse.Reading, key: str,
@@ -105,10 +108,10 @@ def _act(session: Session, reading: parse.Reading, key: str,
                                  if reading.kind == parse.DELAY else reading.kind)
         return policy.record_ignored(session=session, message_key=key, source=source, reason=why)
     subscriber, iid, how = _match(session, reading)
-    if subscriber is None:
+    if subscriber is None or subscriber.id is None:
         return policy.record_ignored(session=session, message_key=key, source=source,
                                      reason=f"{reading.kind} for nobody we know: {how}")
-    sid = subscriber
+    sid = subscriber.id
     if reading.kind == parse.BOUNCE:
         return policy.record_bounce(
             session=session, email=reading.email, subscriber_id=sid, issue_id=iid,
