@@ -16,6 +16,14 @@ it answers 250). Signatures, stable for every caller:
                       source: str, kind: str, message_key: str | None = None) -> Outcome
     record_ignored(*, session, message_key: str, source: str, reason: str) -> Outcome
     issue_outcome_counts(*, session, issue_id: int) -> dict[str, int]
+    soft_bounce_count(*, session, subscriber_id: int) -> int
+    hard_bounce_rate(*, session, issue_id: int) -> tuple[int, int]  # (bounced, deliveries)
+    is_recorded(*, session, message_key: str) -> bool
+
+The subscriber is found by `subscriber_id` (it wins: a VERP address names them even when
+their mail was forwarded) or else by `email`. An address that is nobody's (a provider
+reporting a pending sign-up's confirmation mail, say) is still suppressed by a hard
+bounce or a complaint; an unknown `issue_id` is dropped, not stored.
 
 `message_key` makes a call idempotent: the provider's event id or the message's Message-ID
 (prefix it with the source, e.g. "ses:<id>"); a second call with the same key records
