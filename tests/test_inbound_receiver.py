@@ -21,6 +21,7 @@ from tests.fixtures.inbound import (
     InboundProcess,
     arf,
     dsn,
+    inbound_process,
     plain,
     shared_database_url,
     shared_inbound,
@@ -28,7 +29,7 @@ from tests.fixtures.inbound import (
 )
 from tests.fixtures.mail import SMTPTestServer
 
-__all__ = ["shared_inbound"]  # the fixture, imported for pytest
+__all__ = ["inbound_process", "shared_inbound"]  # fixtures, imported for pytest
 
 # One receiver process serves the module; its database is emptied before each test.
 database_url = pytest.fixture(shared_database_url)
@@ -267,4 +268,15 @@ def test_a_database_failure_answers_451_and_the_retry_records_it(session, sent, 
     assert status_of(session, sub) == "confirmed" and events(session) == []
     assert "answered 451" in receiver.log()
     assert receiver.send(sent.verp(sub), message)[0] == 250
+    assert status_of(session, sub) == "bounced"
+
+
+def test_sigterm_stops_the_receiver_cleanly(session, sent, inbound_process):
+    own = inbound_process()
+    sub = sent.subscribers[0]
+    assert own.send(sent.verp(sub), dsn(to=sent.verp(sub), final_recipient=sub.email,
+                                        status="5.1.1"))[0] == 250
+    own.proc.terminate()
+    assert own.proc.wait(20) == 0
+    assert "inbound SMTP stopped" in own.log()
     assert status_of(session, sub) == "bounced"

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any, AnyStr
@@ -38,6 +39,7 @@ class _Writers:
     def __init__(self, count: int) -> None:
         self.queue: queue.SimpleQueue[tuple[Incoming, asyncio.Future[Any]] | None] = (
             queue.SimpleQueue())
+        self.in_flight = 0  # messages handed over and not yet answered (event loop only)
         self.threads = [threading.Thread(target=self._run, name=f"inbound-writer-{n}",
                                          daemon=True) for n in range(count)]
         for thread in self.threads:
@@ -45,8 +47,12 @@ class _Writers:
 
     async def record(self, item: Incoming) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.queue.put((item, future))
-        return await future
+        self.in_flight += 1
+        try:
+            self.queue.put((item, future))
+            return await future
+        finally:
+            self.in_flight -= 1
 
     def _run(self) -> None:
         while True:
@@ -171,8 +177,19 @@ class InboundServer:
             if ready is not None:
                 ready(self.host, self.port)
             assert self._server is not None
-            async with self._server:
-                await self._server.serve_forever()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+            # Stop taking connections, then let messages being recorded get their answer
+            # (a message cut off here was not committed: its sender retries it).
+            self._server.close()
+            for _ in range(100):
+                if not self.writers.in_flight:
+                    break
+                await asyncio.sleep(0.1)
+            log.info("inbound SMTP stopped")
 
         try:
             asyncio.run(main())
