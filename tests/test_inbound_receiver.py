@@ -280,3 +280,25 @@ def test_sigterm_stops_the_receiver_cleanly(session, sent, inbound_process):
     assert own.proc.wait(20) == 0
     assert "inbound SMTP stopped" in own.log()
     assert status_of(session, sub) == "bounced"
+
+
+def test_a_verp_bounce_for_mail_sent_long_ago_is_not_believed(session, sent, receiver):
+    """VERP ids can be guessed; without our Message-ID a bounce must be for recent mail."""
+    from datetime import timedelta
+
+    from newsletter.models import Delivery, utcnow
+
+    sub = sent.subscribers[0]
+    row = session.exec(select(Delivery).where(Delivery.subscriber_id == sub.id)).one()
+    row.sent_at = utcnow() - timedelta(days=40)
+    session.add(row)
+    session.commit()
+    forged = dsn(to=sent.verp(sub), final_recipient=sub.email, status="5.1.1")
+    assert receiver.send(sent.verp(sub), forged)[0] == 250
+    assert status_of(session, sub) == "confirmed" and events(session) == []
+    assert "too late to be a real bounce" in receiver.log()
+    # with our Message-ID quoted, the same bounce is believed
+    real = dsn(to=sent.verp(sub), final_recipient=sub.email, status="5.1.1",
+               original=sent.data(sub))
+    assert receiver.send(sent.verp(sub), real)[0] == 250
+    assert status_of(session, sub) == "bounced"

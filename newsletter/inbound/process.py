@@ -17,6 +17,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -24,10 +25,12 @@ from sqlmodel import Session, col
 
 from newsletter import db, tokens
 from newsletter.inbound import parse, policy
-from newsletter.models import Delivery, Subscriber
+from newsletter.models import Delivery, DeliveryStatus, Subscriber, utcnow
 from newsletter.settings import settings
 
 log = logging.getLogger("newsletter.inbound")
+
+VERP_WINDOW = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,20 @@ def _match(session: Session,
         if sub is None:
             return None, None, f"VERP names subscriber {sid}, who does not exist"
         return sub, None, "verp"
+    # VERP ids are guessable: the ledger must show we sent them that issue recently
+    # (real bounces come within days; a quoted Message-ID, above, needs no window).
     sent = session.execute(
-        select(Subscriber).join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
-        .where(col(Delivery.subscriber_id) == sid, col(Delivery.issue_id) == iid).limit(1)
+        select(Subscriber, col(Delivery.sent_at))
+        .join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(col(Delivery.subscriber_id) == sid, col(Delivery.issue_id) == iid,
+               col(Delivery.status) == DeliveryStatus.sent).limit(1)
     ).first()
     if sent is None:
         return None, None, f"VERP names subscriber {sid} and issue {iid}: we sent them nothing"
+    sent_at = sent[1] if sent[1] is None or sent[1].tzinfo else sent[1].replace(tzinfo=UTC)
+    if sent_at is not None and sent_at < utcnow() - VERP_WINDOW:
+        return None, None, (f"VERP names subscriber {sid} and issue {iid}, sent more than "
+                            f"{VERP_WINDOW.days} days ago: too late to be a real bounce")
     return sent[0], iid, "verp"
 
 
