@@ -119,3 +119,12 @@ def test_same_message_has_the_same_key_and_without_message_id_a_content_hash():
 def test_verp_of_another_domain_is_not_ours():
     assert parse.verp_of("bounces+1-2@elsewhere.example") is None
     assert parse.verp_of("<BOUNCES+1-2@Bounces.Roundup.Example>") == (1, 2)
+
+
+def test_a_complaint_sent_to_the_unsubscribe_address_is_still_a_complaint():
+    """Feedback loops report to the address registered with them, often not the VERP."""
+    to = "unsubscribe@roundup.example"
+    reading = read(arf(to=to, original=SENT, recipient="ana@example.org"), recipient=to)
+    assert reading.kind == parse.COMPLAINT
+    assert reading.verp == (12, 34)  # from the Return-Path of our returned mail
+    assert reading.original_message_ids == ["<1700000000.ab12@roundup.example>"]

@@ -136,6 +136,16 @@ def test_arf_complaint_unsubscribes_and_suppresses(session, sent, receiver):
         "complained", "unsubscribed"]
 
 
+def test_arf_complaint_to_the_unsubscribe_address_finds_the_reader_by_message_id(
+        session, sent, receiver):
+    sub = sent.subscribers[1]
+    to = settings.unsubscribe_mailto
+    code, _ = receiver.send(to, arf(to=to, original=sent.data(sub), recipient=sub.email))
+    assert code == 250
+    assert status_of(session, sub) == "unsubscribed"
+    assert suppressed(session, sub) is not None
+
+
 def _unsubscribe_mailto(data: bytes) -> tuple[str, str]:
     header = str(message_from_bytes(data)["List-Unsubscribe"])
     match = re.search(r"<mailto:([^?>]+)\?subject=([^>]+)>", header.replace("\r\n ", ""))

@@ -274,7 +274,10 @@ def read_message(raw: bytes, *, recipient: str, mail_from: str = "") -> Reading:
 
 
 def _classify(msg: Message, reading: Reading, *, recipient: str, mail_from: str) -> None:
-    if is_unsubscribe_address(recipient):
+    parts = _parts(msg)
+    # Feedback loops send complaints to the address the sender registered: the unsubscribe
+    # address is a fine one to register, so a report is read wherever it arrives.
+    if is_unsubscribe_address(recipient) and not _is_report(msg, parts, "feedback-report"):
         match = _UNSUB_SUBJECT.match(_text(msg.get("Subject")))
         if match:
             reading.kind, reading.token = UNSUBSCRIBE, match.group(1)
@@ -282,7 +285,6 @@ def _classify(msg: Message, reading: Reading, *, recipient: str, mail_from: str)
             reading.reason = "mail to the unsubscribe address without an unsubscribe token"
         return
     reading.verp = verp_of(recipient)
-    parts = _parts(msg)
     if _is_report(msg, parts, "feedback-report"):
         _read_arf(parts, reading)
     elif _is_report(msg, parts, "delivery-status"):
