@@ -21,6 +21,7 @@ from tests.fixtures.inbound import (
     InboundProcess,
     arf,
     dsn,
+    inbound_process,
     plain,
     shared_database_url,
     shared_inbound,
@@ -28,7 +29,7 @@ from tests.fixtures.inbound import (
 )
 from tests.fixtures.mail import SMTPTestServer
 
-__all__ = ["shared_inbound"]  # the fixture, imported for pytest
+__all__ = ["inbound_process", "shared_inbound"]  # fixtures, imported for pytest
 
 # One receiver process serves the module; its database is emptied before each test.
 database_url = pytest.fixture(shared_database_url)
@@ -133,6 +134,16 @@ def test_arf_complaint_unsubscribes_and_suppresses(session, sent, receiver):
     assert "complaint (abuse)" in suppressed(session, sub).reason
     assert [k for _, i, k, _ in events(session) if i == sent.issue.id] == [
         "complained", "unsubscribed"]
+
+
+def test_arf_complaint_to_the_unsubscribe_address_finds_the_reader_by_message_id(
+        session, sent, receiver):
+    sub = sent.subscribers[1]
+    to = settings.unsubscribe_mailto
+    code, _ = receiver.send(to, arf(to=to, original=sent.data(sub), recipient=sub.email))
+    assert code == 250
+    assert status_of(session, sub) == "unsubscribed"
+    assert suppressed(session, sub) is not None
 
 
 def _unsubscribe_mailto(data: bytes) -> tuple[str, str]:
@@ -245,3 +256,59 @@ def test_a_bounce_quoting_our_message_id_finds_the_recipient(session, sent, rece
                                            status="5.1.1", original=sent.data(sub)))
     assert code == 250
     assert events(session) == [(sub.id, sent.issue.id, "bounced", "smtp")]
+
+
+def test_a_database_failure_answers_451_and_the_retry_records_it(session, sent, receiver):
+    """The sender keeps a message we could not record and tries again: nothing is lost."""
+    from sqlalchemy import text
+
+    from newsletter import db
+
+    sub = sent.subscribers[0]
+    message = dsn(to=sent.verp(sub), final_recipient=sub.email, status="5.1.1")
+    engine = db.get_engine()
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE inboundmessage RENAME TO inboundmessage_away"))
+    try:
+        code, text_ = receiver.send(sent.verp(sub), message)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE inboundmessage_away RENAME TO inboundmessage"))
+    assert code == 451 and b"try again later" in text_
+    assert status_of(session, sub) == "confirmed" and events(session) == []
+    assert "answered 451" in receiver.log()
+    assert receiver.send(sent.verp(sub), message)[0] == 250
+    assert status_of(session, sub) == "bounced"
+
+
+def test_sigterm_stops_the_receiver_cleanly(session, sent, inbound_process):
+    own = inbound_process()
+    sub = sent.subscribers[0]
+    assert own.send(sent.verp(sub), dsn(to=sent.verp(sub), final_recipient=sub.email,
+                                        status="5.1.1"))[0] == 250
+    own.proc.terminate()
+    assert own.proc.wait(20) == 0
+    assert "inbound SMTP stopped" in own.log()
+    assert status_of(session, sub) == "bounced"
+
+
+def test_a_verp_bounce_for_mail_sent_long_ago_is_not_believed(session, sent, receiver):
+    """VERP ids can be guessed; without our Message-ID a bounce must be for recent mail."""
+    from datetime import timedelta
+
+    from newsletter.models import Delivery, utcnow
+
+    sub = sent.subscribers[0]
+    row = session.exec(select(Delivery).where(Delivery.subscriber_id == sub.id)).one()
+    row.sent_at = utcnow() - timedelta(days=40)
+    session.add(row)
+    session.commit()
+    forged = dsn(to=sent.verp(sub), final_recipient=sub.email, status="5.1.1")
+    assert receiver.send(sent.verp(sub), forged)[0] == 250
+    assert status_of(session, sub) == "confirmed" and events(session) == []
+    assert "too late to be a real bounce" in receiver.log()
+    # with our Message-ID quoted, the same bounce is believed
+    real = dsn(to=sent.verp(sub), final_recipient=sub.email, status="5.1.1",
+               original=sent.data(sub))
+    assert receiver.send(sent.verp(sub), real)[0] == 250
+    assert status_of(session, sub) == "bounced"

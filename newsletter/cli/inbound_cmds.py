@@ -12,7 +12,7 @@ from newsletter.cli.common import console, ensure_database, fail
 def inbound(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 behind an MX)."),
     port: int = typer.Option(None, min=0, max=65535,
-                             help="SMTP port [default: INBOUND_PORT, 2525]; 0 picks a free one."),
+                             help="SMTP port (default: INBOUND_PORT, 2525); 0 picks a free one."),
     imap: str = typer.Option("", help="Poll this mailbox instead of listening, e.g. "
                              "imaps://bounces@mail.example.com/INBOX (password: IMAP_PASSWORD)."),
     interval: float = typer.Option(60.0, min=1.0, help="Seconds between IMAP polls."),

@@ -218,7 +218,10 @@ def show(
         for column in ("when (UTC)", "event", "source", "issue", "details"):
             log.add_column(column)
         for e in report["events"]:
-            details = ", ".join(f"{k}: {v}" for k, v in e["data"].items())
+            data = dict(e["data"])
+            if "diagnostic" in data:  # a bounce: the reason repeats the diagnostic
+                data.pop("reason", None)
+            details = ", ".join(f"{k}: {v}" for k, v in data.items())
             log.add_row(f"{e['at']:%Y-%m-%d %H:%M}", e["kind"], e["source"],
                         str(e["issue_id"] or ""), details)
         console.print(log)

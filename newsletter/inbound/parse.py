@@ -77,17 +77,23 @@ def _addr(value: str) -> str:
     return value.lower()
 
 
-def _is_report(msg: Message, report_type: str) -> bool:
-    return (msg.get_content_type() == "multipart/report"
+Parts = list[tuple[Message, str]]  # every MIME part with its content type, read once
+
+
+def _parts(msg: Message) -> Parts:
+    return [(part, part.get_content_type()) for part in msg.walk()]
+
+
+def _is_report(msg: Message, parts: Parts, report_type: str) -> bool:
+    return (parts[0][1] == "multipart/report"
             and str(msg.get_param("report-type") or "").lower() == report_type) or any(
-        part.get_content_type() == f"message/{report_type}" for part in msg.walk())
+        ctype == f"message/{report_type}" for _part, ctype in parts)
 
 
-def _returned_headers(msg: Message) -> list[Message]:
+def _returned_headers(parts: Parts) -> list[Message]:
     """The headers of our mail quoted in a report (message/rfc822, text/rfc822-headers)."""
     found: list[Message] = []
-    for part in msg.walk():
-        ctype = part.get_content_type()
+    for part, ctype in parts:
         if ctype == "message/rfc822":
             inner = part.get_payload()
             found += [m for m in (inner if isinstance(inner, list) else [inner])
@@ -99,11 +105,11 @@ def _returned_headers(msg: Message) -> list[Message]:
 
 
 def _returned_ids_and_verp(
-        msg: Message) -> tuple[list[str], tuple[int, int | None] | None]:
+        parts: Parts) -> tuple[list[str], tuple[int, int | None] | None]:
     """Message-IDs of our returned mail, and the VERP address in its Return-Path."""
     ids: list[str] = []
     verp = None
-    for headers in _returned_headers(msg):
+    for headers in _returned_headers(parts):
         mid = str(headers.get("Message-ID", "")).strip()
         if _MESSAGE_ID.fullmatch(mid):
             ids.append(mid)
@@ -127,10 +133,10 @@ def is_unsubscribe_address(address: str) -> bool:
 # --- the kinds of message -------------------------------------------------------------
 
 
-def _read_dsn(msg: Message, reading: Reading) -> Reading:
+def _read_dsn(parts: Parts, reading: Reading) -> Reading:
     """RFC 3464: the first per-recipient block that failed (or was delayed)."""
-    for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
+    for part, ctype in parts:
+        if ctype != "message/delivery-status":
             continue
         blocks = part.get_payload()
         if not isinstance(blocks, list):
@@ -163,10 +169,10 @@ def _read_dsn(msg: Message, reading: Reading) -> Reading:
     return reading
 
 
-def _read_arf(msg: Message, reading: Reading) -> Reading:
+def _read_arf(parts: Parts, reading: Reading) -> Reading:
     """RFC 5965: the feedback-report part names the type and the original recipient."""
-    for part in msg.walk():
-        if part.get_content_type() != "message/feedback-report":
+    for part, ctype in parts:
+        if ctype != "message/feedback-report":
             continue
         payload = part.get_payload()
         report = payload[0] if isinstance(payload, list) and payload else None
@@ -268,7 +274,10 @@ def read_message(raw: bytes, *, recipient: str, mail_from: str = "") -> Reading:
 
 
 def _classify(msg: Message, reading: Reading, *, recipient: str, mail_from: str) -> None:
-    if is_unsubscribe_address(recipient):
+    parts = _parts(msg)
+    # Feedback loops send complaints to the address the sender registered: the unsubscribe
+    # address is a fine one to register, so a report is read wherever it arrives.
+    if is_unsubscribe_address(recipient) and not _is_report(msg, parts, "feedback-report"):
         match = _UNSUB_SUBJECT.match(_text(msg.get("Subject")))
         if match:
             reading.kind, reading.token = UNSUBSCRIBE, match.group(1)
@@ -276,10 +285,10 @@ def _classify(msg: Message, reading: Reading, *, recipient: str, mail_from: str)
             reading.reason = "mail to the unsubscribe address without an unsubscribe token"
         return
     reading.verp = verp_of(recipient)
-    if _is_report(msg, "feedback-report"):
-        _read_arf(msg, reading)
-    elif _is_report(msg, "delivery-status"):
-        _read_dsn(msg, reading)
+    if _is_report(msg, parts, "feedback-report"):
+        _read_arf(parts, reading)
+    elif _is_report(msg, parts, "delivery-status"):
+        _read_dsn(parts, reading)
     elif _looks_like_bounce(msg, mail_from):
         _read_flufl(msg, reading)
     if reading.kind == UNKNOWN:
@@ -290,5 +299,5 @@ def _classify(msg: Message, reading: Reading, *, recipient: str, mail_from: str)
             reading.kind, reading.auto_kind = AUTO_REPLY, auto
     if reading.kind == UNKNOWN and not reading.reason:
         reading.reason = "not a bounce, complaint or auto-reply"
-    reading.original_message_ids, returned_verp = _returned_ids_and_verp(msg)
+    reading.original_message_ids, returned_verp = _returned_ids_and_verp(parts)
     reading.verp = reading.verp or returned_verp

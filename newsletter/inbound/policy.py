@@ -16,6 +16,14 @@ it answers 250). Signatures, stable for every caller:
                       source: str, kind: str, message_key: str | None = None) -> Outcome
     record_ignored(*, session, message_key: str, source: str, reason: str) -> Outcome
     issue_outcome_counts(*, session, issue_id: int) -> dict[str, int]
+    soft_bounce_count(*, session, subscriber_id: int) -> int
+    hard_bounce_rate(*, session, issue_id: int) -> tuple[int, int]  # (bounced, deliveries)
+    is_recorded(*, session, message_key: str) -> bool
+
+The subscriber is found by `subscriber_id` (it wins: a VERP address names them even when
+their mail was forwarded) or else by `email`. An address that is nobody's (a provider
+reporting a pending sign-up's confirmation mail, say) is still suppressed by a hard
+bounce or a complaint; an unknown `issue_id` is dropped, not stored.
 
 `message_key` makes a call idempotent: the provider's event id or the message's Message-ID
 (prefix it with the source, e.g. "ses:<id>"); a second call with the same key records
@@ -115,33 +123,58 @@ def key_hash(message_key: str) -> str:
 _TABLE = InboundMessage.__table__  # type: ignore[attr-defined]
 
 
-def _claim(session: Session, message_key: str | None, source: str) -> str | None | bool:
-    """Insert the message's row: its key hash, False if it was recorded before, None
-    without a key. One INSERT .. ON CONFLICT DO NOTHING: a receiver racing on the same
-    message waits on the unique key and then finds it taken (no read-then-write)."""
+def _claim_statement(insert: Any) -> Any:
+    # Built once with bind parameters: building it per message was measurable.
+    # RETURNING, not rowcount: psycopg reports -1 for this statement.
+    columns = ("key", "ref", "source", "outcome", "subscriber_id", "issue_id", "detail",
+               "received_at")
+    return insert(_TABLE).values({c: bindparam(c, type_=_TABLE.c[c].type) for c in columns}) \
+        .on_conflict_do_nothing(index_elements=["key"]).returning(_TABLE.c.id)
+
+
+_CLAIM = {"sqlite": _claim_statement(sqlite_insert), "postgresql": _claim_statement(pg_insert)}
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """The row a call inserted, as inserted: `_finish` updates it only if it differs."""
+
+    key: str
+    kind: str
+    subscriber_id: int | None
+    issue_id: int | None
+
+
+def _claim(session: Session, message_key: str | None, source: str, *, kind: str,
+           subscriber_id: int | None, issue_id: int | None, detail: str) -> _Claim | None | bool:
+    """Insert the message's row with the outcome we expect; False if it was recorded
+    before, None without a key. One INSERT .. ON CONFLICT DO NOTHING: a receiver racing
+    on the same message waits on the unique key, then finds it taken (no read-then-write)."""
     if message_key is None:
         return None
     digest = key_hash(message_key)
-    values = {"key": digest, "ref": message_key[:255], "source": source[:32], "outcome": "",
-              "detail": "", "received_at": utcnow()}
+    values = {"key": digest, "ref": message_key[:255], "source": source[:32], "outcome": kind,
+              "subscriber_id": subscriber_id, "issue_id": issue_id, "detail": detail[:1000],
+              "received_at": utcnow()}
     dialect = session.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        insert = sqlite_insert if dialect == "sqlite" else pg_insert
-        # RETURNING, not rowcount: psycopg reports -1 for this statement.
-        statement = insert(_TABLE).values(**values).on_conflict_do_nothing(
-            index_elements=["key"]).returning(_TABLE.c.id)
-        return digest if session.execute(statement).first() is not None else False
+    claimed = _Claim(digest, kind, subscriber_id, issue_id)
+    if dialect in _CLAIM:
+        return claimed if session.execute(_CLAIM[dialect], values).first() is not None \
+            else False
     try:  # other databases: a savepoint around a plain INSERT
         with session.begin_nested():
             session.execute(_TABLE.insert().values(**values))
     except IntegrityError:
         return False
-    return digest
+    return claimed
 
 
-def _finish(session: Session, claimed: str | None | bool, outcome: Outcome) -> Outcome:
-    if isinstance(claimed, str):
-        session.execute(_TABLE.update().where(_TABLE.c.key == claimed).values(
+def _finish(session: Session, claimed: _Claim | None | bool, outcome: Outcome) -> Outcome:
+    """Correct the row when the outcome is not the one claimed (nobody we know, ...)."""
+    if isinstance(claimed, _Claim) and (claimed.kind, claimed.subscriber_id,
+                                        claimed.issue_id) != (
+            outcome.kind, outcome.subscriber_id, outcome.issue_id):
+        session.execute(_TABLE.update().where(_TABLE.c.key == claimed.key).values(
             outcome=outcome.kind, subscriber_id=outcome.subscriber_id,
             issue_id=outcome.issue_id, detail=outcome.detail[:1000]))
     return outcome
@@ -205,9 +238,11 @@ def record_bounce(
     hard: bool, status: str, diagnostic: str, source: str, message_key: str | None = None,
 ) -> Outcome:
     """A delivery failure reported after the relay accepted the message."""
-    row = _claim(session, message_key, source)
+    kind = HARD_BOUNCE if hard else SOFT_BOUNCE
+    row = _claim(session, message_key, source, kind=kind, subscriber_id=subscriber_id,
+                 issue_id=issue_id, detail=f"{'hard' if hard else 'soft'} bounce {status}")
     if row is False:
-        return Outcome(kind=HARD_BOUNCE if hard else SOFT_BOUNCE, duplicate=True,
+        return Outcome(kind=kind, duplicate=True,
                        subscriber_id=subscriber_id, issue_id=issue_id)
     sub, address = _resolve(session, email, subscriber_id)
     issue = _issue_id(session, issue_id)
@@ -330,7 +365,8 @@ def record_complaint(
     source: str, feedback_type: str = "abuse", message_key: str | None = None,
 ) -> Outcome:
     """A reader marked our mail as spam: unsubscribe them and never mail the address again."""
-    row = _claim(session, message_key, source)
+    row = _claim(session, message_key, source, kind=COMPLAINT, subscriber_id=subscriber_id,
+                 issue_id=issue_id, detail=f"complaint ({feedback_type[:40]})")
     if row is False:
         return Outcome(kind=COMPLAINT, duplicate=True, subscriber_id=subscriber_id,
                        issue_id=issue_id)
@@ -372,7 +408,8 @@ def record_unsubscribe(
     Without an issue it is attributed to the last issue the subscriber was sent (the
     event's data says so), which is what per-issue unsubscribe counts want.
     """
-    row = _claim(session, message_key, source)
+    row = _claim(session, message_key, source, kind=UNSUBSCRIBE, subscriber_id=subscriber_id,
+                 issue_id=issue_id, detail="unsubscribe")
     if row is False:
         return Outcome(kind=UNSUBSCRIBE, duplicate=True, subscriber_id=subscriber_id,
                        issue_id=issue_id)
@@ -396,7 +433,8 @@ def record_auto_reply(
     kind: str, message_key: str | None = None,
 ) -> Outcome:
     """A vacation/out-of-office/challenge-response reply: an event, never a bounce."""
-    row = _claim(session, message_key, source)
+    row = _claim(session, message_key, source, kind=AUTO_REPLY_OUTCOME,
+                 subscriber_id=subscriber_id, issue_id=issue_id, detail=f"auto-reply ({kind[:40]})")
     if row is False:
         return Outcome(kind=AUTO_REPLY_OUTCOME, duplicate=True, subscriber_id=subscriber_id,
                        issue_id=issue_id)
@@ -413,7 +451,8 @@ def record_auto_reply(
 def record_ignored(*, session: Session, message_key: str, source: str, reason: str) -> Outcome:
     """A message read and deliberately left alone (unreadable, unknown, forged): recorded
     so it is not read again, and so the IMAP poller may move it out of the inbox."""
-    row = _claim(session, message_key, source)
+    row = _claim(session, message_key, source, kind=IGNORED, subscriber_id=None, issue_id=None,
+                 detail=reason)
     if row is False:
         return Outcome(kind=IGNORED, duplicate=True)
     return _finish(session, row, Outcome(kind=IGNORED, detail=reason))

@@ -3,9 +3,10 @@
 It takes mail only for the VERP bounce addresses of BOUNCE_DOMAIN and for
 UNSUBSCRIBE_MAILTO, and refuses every other recipient at RCPT, so it can never relay.
 Messages over INBOUND_MAX_BYTES are refused with the limit in the reply. Each accepted
-message is read and recorded (committed) in a worker thread before the 250: the event
-loop never waits on the database. If recording fails (database down) the sender gets a
-451 and tries again later, so nothing is lost.
+message is read and recorded (committed) by a writer thread before the 250: the event
+loop never waits on the database. Writers record in batches (whatever arrived while the
+previous batch was committing shares the next transaction). If recording fails
+(database down) the sender gets a 451 and tries again later, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -13,27 +14,89 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import signal
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
 
 from newsletter.inbound import parse
-from newsletter.inbound.process import process_message
+from newsletter.inbound.process import Incoming, process_batch
 from newsletter.settings import settings
 
 log = logging.getLogger("newsletter.inbound")
 
 MAX_RECIPIENTS = 50  # a bounce has one; a long list is somebody probing
+MAX_BATCH = 64  # messages per transaction at most
+
+
+class _Writers:
+    """Threads that record messages off the event loop, a batch per transaction: what
+    arrived while the last batch was committing goes into the next (group commit)."""
+
+    def __init__(self, count: int) -> None:
+        self.queue: queue.SimpleQueue[tuple[Incoming, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue())
+        self.in_flight = 0  # messages handed over and not yet answered (event loop only)
+        self.threads = [threading.Thread(target=self._run, name=f"inbound-writer-{n}",
+                                         daemon=True) for n in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    async def record(self, item: Incoming) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.in_flight += 1
+        try:
+            self.queue.put((item, future))
+            return await future
+        finally:
+            self.in_flight -= 1
+
+    def _run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.queue.put(None)  # let the stop reach this thread's next loop
+                    break
+                batch.append(nxt)
+            try:
+                results: list[Any] = process_batch([item for item, _ in batch], source="smtp")
+            except Exception as exc:  # parsing is guarded; this is a last resort
+                results = [exc] * len(batch)
+            for (_item, future), result in zip(batch, results, strict=True):
+                future.get_loop().call_soon_threadsafe(_settle, future, result)
+
+    def stop(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join(30)
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 class InboundHandler:
-    """aiosmtpd handler: RCPT policy, and DATA recorded off the event loop."""
+    """aiosmtpd handler: RCPT policy, and DATA recorded by the writer threads."""
 
-    def __init__(self, executor: ThreadPoolExecutor) -> None:
-        self.executor = executor
+    def __init__(self, writers: _Writers) -> None:
+        self.writers = writers
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -52,20 +115,15 @@ class InboundHandler:
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        loop = asyncio.get_running_loop()
+        mail_from = str(envelope.mail_from or "").strip("<>")
         try:
-            for rcpt in envelope.rcpt_tos:
-                await loop.run_in_executor(self.executor, _process, bytes(raw), rcpt,
-                                           envelope.mail_from or "")
+            await asyncio.gather(*(self.writers.record(Incoming(bytes(raw), rcpt, mail_from))
+                                   for rcpt in envelope.rcpt_tos))
         except Exception:
-            log.exception("could not record a message from %s to %s; answered 451",
-                          envelope.mail_from, envelope.rcpt_tos)
+            log.exception("could not record a message from <%s> to %s; answered 451",
+                          mail_from, envelope.rcpt_tos)
             return "451 4.3.0 Could not record the message right now; please try again later"
         return "250 2.0.0 Recorded"
-
-
-def _process(raw: bytes, rcpt: str, mail_from: str) -> None:
-    process_message(raw, recipient=rcpt, mail_from=mail_from, source="smtp")
 
 
 class InboundSMTP(SMTP):
@@ -97,8 +155,8 @@ class InboundServer:
             # SQLite takes one writer at a time (others sleep in its busy handler, which
             # measured slower than queueing here); a server database overlaps round trips.
             workers = 1 if settings.effective_database_url.startswith("sqlite") else 4
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inbound")
-        self.handler = InboundHandler(self.executor)
+        self.writers = _Writers(workers)
+        self.handler = InboundHandler(self.writers)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
@@ -119,13 +177,24 @@ class InboundServer:
             if ready is not None:
                 ready(self.host, self.port)
             assert self._server is not None
-            async with self._server:
-                await self._server.serve_forever()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+            # Stop taking connections, then let messages being recorded get their answer
+            # (a message cut off here was not committed: its sender retries it).
+            self._server.close()
+            for _ in range(100):
+                if not self.writers.in_flight:
+                    break
+                await asyncio.sleep(0.1)
+            log.info("inbound SMTP stopped")
 
         try:
             asyncio.run(main())
         finally:
-            self.executor.shutdown(wait=True)
+            self.writers.stop()
 
     def start(self) -> InboundServer:
         loop = self.loop = asyncio.new_event_loop()
@@ -134,7 +203,7 @@ class InboundServer:
             loop.run_until_complete(self._listen())
         except BaseException:
             loop.close()
-            self.executor.shutdown(wait=False)
+            self.writers.stop()
             raise
         self._thread = threading.Thread(target=loop.run_forever, name="inbound-smtp",
                                         daemon=True)
@@ -154,7 +223,7 @@ class InboundServer:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
-        self.executor.shutdown(wait=True)
+        self.writers.stop()
 
 
 @contextlib.contextmanager
