@@ -264,8 +264,10 @@ def run_checks(*, session: Session, issue_id: int) -> CheckReport:
     largest = max((p.html_bytes for _, p in previews), default=0)
     results.append(CheckResult(
         "size", "HTML under Gmail's 102 KB clipping limit", not too_big,
-        f"Largest of {len(previews)} version(s) is {largest / 1024:.1f} KB."
-        if not too_big else f"{len(too_big)} version(s) would be clipped by Gmail.",
+        (f"The only version is {largest / 1024:.1f} KB." if len(previews) == 1 else
+         f"Largest of {len(previews)} versions is {largest / 1024:.1f} KB.")
+        if not too_big else
+        f"{len(too_big)} version{'' if len(too_big) == 1 else 's'} would be clipped by Gmail.",
         details=tuple(too_big)))
 
     bad_links: dict[str, str] = {}

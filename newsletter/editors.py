@@ -80,7 +80,8 @@ def add_editor(*, session: Session, email: str, password: str, name: str = "") -
     address = _clean_email(email)
     validate_password(password)
     if session.exec(select(Editor.id).where(Editor.email == address)).first() is not None:
-        raise EditorError(f"{address} is already an editor.")
+        raise EditorError(f"{address} is already an editor (if deactivated: "
+                          "`newsletter editors activate`).")
     editor = Editor(email=address, name=name.strip()[:200], password_hash=_hasher.hash(password))
     session.add(editor)
     session.flush()

@@ -67,7 +67,8 @@ def invite(*, session: Session, email: str, role: str, name: str = "") -> tuple[
     clean_role = _validate_role(role)
     existing = session.exec(select(Editor).where(Editor.email == address)).first()
     if existing is not None and existing.password_hash:
-        raise EditorError(f"{address} is already an editor.")
+        hint = "" if existing.active else " (deactivated: reactivate them instead)"
+        raise EditorError(f"{address} is already an editor{hint}.")
     editor = existing or Editor(email=address, name=name.strip()[:200], password_hash="",
                                 active=False)
     editor.role = clean_role

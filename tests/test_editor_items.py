@@ -100,3 +100,11 @@ def test_markdown_preview_lists_items_or_names_the_line(editor_client):
                       {"text": "---\ntitle: [unclosed\n---\n"},
                       page="/editor/issues/new?mode=write").json()
     assert not bad["ok"] and re.match(r"written-in-editor\.md:\d+: ", bad["error"])
+
+
+def test_markdown_preview_refuses_unknown_topics_as_create_draft_does(editor_client):
+    text = "---\ntitle: \"Week\"\n---\n\n## First story\nTopics: nosuch\n\nBody.\n"
+    preview = editor_post(editor_client, "/editor/issues/new/preview.json", {"text": text},
+                          page="/editor/issues/new?mode=write").json()
+    assert not preview["ok"]
+    assert preview["error"].startswith("written-in-editor.md:6: unknown topic 'nosuch'")

@@ -161,3 +161,7 @@ def test_cli_first_editor_is_owner_then_list_set_role_deactivate(app_settings: A
     assert refused.exit_code == 1 and "only owner" in refused.output
     assert runner.invoke(app, ["editors", "reset-password", "second@example.org"],
                          input="a newer password\na newer password\n").exit_code == 0
+    assert runner.invoke(app, ["editors", "activate", "first@example.org"]).exit_code == 0
+    session.expire_all()
+    first = session.exec(select(Editor).where(Editor.email == "first@example.org")).one()
+    assert first.active

@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from newsletter import db
+from newsletter.audience.search import safe_cell
 from newsletter.models import ImportJob, utcnow
 from newsletter.settings import settings
 from newsletter.subscribers import SubscriberError, import_row, read_csv
@@ -115,7 +116,7 @@ def run(job_id: int) -> None:
                     job.added += 1
                 else:
                     job.rejected += 1
-                    writer.writerow([line, row.get("email", ""), reason])
+                    writer.writerow([line, safe_cell(row.get("email", "")), safe_cell(reason)])
                 job.done = index
                 if index % CHUNK == 0:
                     job.errors_csv = errors.getvalue()

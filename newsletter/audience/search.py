@@ -158,7 +158,7 @@ def export_rows(*, session: Session, filters: Filters) -> Iterator[str]:
         for row in chunk.rows:
             s = row.subscriber
             writer.writerow([
-                _safe_cell(s.email), _safe_cell(s.name), s.status, ";".join(row.topics),
+                safe_cell(s.email), safe_cell(s.name), s.status, ";".join(row.topics),
                 s.timezone, "yes" if s.only_my_topics else "no", "yes" if s.paused else "no",
                 s.source, _iso(s.created_at), _iso(s.confirmed_at), _iso(s.unsubscribed_at),
             ])
@@ -171,7 +171,7 @@ def export_rows(*, session: Session, filters: Filters) -> Iterator[str]:
         session.expunge_all()  # flat memory across a long export
 
 
-def _safe_cell(value: str) -> str:
+def safe_cell(value: str) -> str:
     # A cell starting with = + - @ runs as a formula in spreadsheets (CSV injection).
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 

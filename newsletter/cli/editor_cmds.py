@@ -98,6 +98,20 @@ def deactivate(email: str) -> None:
     console.print(f"{email} can no longer log in.", highlight=False)
 
 
+@editors.command("activate")
+def activate(email: str) -> None:
+    """Let a deactivated editor log in again (with their old password)."""
+    from newsletter import team
+    from newsletter.editors import EditorError
+
+    try:
+        with cli_session() as session:
+            team.reactivate(session=session, editor_id=_editor_id(session, email))
+    except EditorError as exc:
+        fail(str(exc))
+    console.print(f"{email} can log in again.", highlight=False)
+
+
 @editors.command("set-role")
 def set_role(email: str, role: str = typer.Argument(..., help="owner or editor")) -> None:
     """Make an editor an owner (manages the team and settings) or a plain editor."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -52,6 +53,15 @@ def parse_document(
     return parse_text(text, source_name=source_name, known_tags=_known_tags(taxonomy))
 
 
+def check_topics(parsed: ParsedIssue, known: Collection[str], *, source_name: str) -> None:
+    """Refuse explicit topics that are not in the taxonomy, naming the line."""
+    for item in parsed.items:
+        unknown = [s for s in item.topics if s not in known]
+        if unknown:
+            raise IngestError(source_name, item.topics_line or item.line,
+                              f"unknown topic {unknown[0]!r} (valid: {', '.join(sorted(known))})")
+
+
 def content_hash(text: str) -> str:
     """Same words, same hash, whatever the line endings or trailing spaces."""
     return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
@@ -93,14 +103,7 @@ def ingest_text(
         taxonomy = taxonomy_from_db(session=session)
     parsed = parse_document(text, source_name=source_name, taxonomy=taxonomy)
     topic_ids = {t.slug: t.id for t in session.exec(select(Topic)).all() if t.id is not None}
-    for checked in parsed.items:
-        unknown = [s for s in checked.topics if s not in topic_ids]
-        if unknown:
-            raise IngestError(
-                source_name,
-                checked.topics_line or checked.line,
-                f"unknown topic {unknown[0]!r} (valid: {', '.join(sorted(topic_ids))})",
-            )
+    check_topics(parsed, topic_ids, source_name=source_name)
 
     issue = Issue(
         title=parsed.title[:500],

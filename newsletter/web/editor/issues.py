@@ -29,10 +29,11 @@ from newsletter.editorial import (
     update_item,
 )
 from newsletter.ingest import IngestError, decode, ingest_text, parse_document
+from newsletter.ingest.service import check_topics
 from newsletter.models import Delivery, Issue, IssueStatus, Item
 from newsletter.revisions import last_change, remember, snapshot, undo
 from newsletter.settings import settings
-from newsletter.topics import item_topic_slugs, load_taxonomy
+from newsletter.topics import item_topic_slugs
 from newsletter.web import forms
 from newsletter.web.editor.routing import (
     MAX_UPLOAD_BYTES,
@@ -121,11 +122,14 @@ PREVIEW_EXCERPT = 200
 
 def markdown_preview(text: str) -> dict[str, Any]:
     """What "Create draft" would read from `text`: the items, or the first error."""
+    with db_session() as session:
+        names = {t.slug: t.name for t in forms.all_topics(session)}
+    source = "written-in-editor.md"
     try:
-        parsed = parse_document(text, source_name="written-in-editor.md")
+        parsed = parse_document(text, source_name=source)
+        check_topics(parsed, names, source_name=source)
     except IngestError as exc:
         return {"ok": False, "error": str(exc)}
-    names = {spec.slug: spec.name for spec in load_taxonomy()}
     return {"ok": True, "title": parsed.title, "items": [
         {"headline": item.headline, "pinned": item.pinned,
          "topics": [names.get(t, t) for t in item.topics],
