@@ -107,6 +107,9 @@ class Issue(IssueBase, table=True):
     # Why the issue is paused or stopped, in words a person can act on (a relay's own
     # reply, a bounce rate); empty when nothing is wrong.
     status_reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # "Deliver at this wall time in each reader's time zone" (empty: everyone at once).
+    local_send_date: date | None = None
+    local_send_time: str = Field(default="", max_length=5)  # HH:MM
 
 
 class IssuePublic(IssueBase):

@@ -15,12 +15,20 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from newsletter.checks import audiences, readers
 from newsletter.composer import load_issue
-from newsletter.models import Delivery, DeliveryStatus
+from newsletter.editorial import EditorialError, schedule_issue
+from newsletter.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
 from newsletter.settings import settings
 
 DEFAULT_RATE = 200.0  # msg/s assumed before any send was measured here
@@ -117,3 +125,81 @@ def first_due(*, day: date, at: time, zones: Iterable[str], default_zone: str) -
     """When the earliest zone is due: the moment the issue starts sending."""
     instants = [local_instant(day, at, zone_or_default(z, default_zone)) for z in set(zones)]
     return min(instants, default=local_instant(day, at, ZoneInfo(default_zone)))
+
+
+# --- scheduling an issue --------------------------------------------------------------------
+
+# Readers whose zone we never learned are stored as "UTC": they get the issue's default.
+UNKNOWN_ZONE = "UTC"
+
+
+def subscriber_zones(*, session: Session) -> list[str]:
+    """The distinct time zones of the people a send would go to."""
+    return sorted(z for z in session.exec(
+        select(Subscriber.timezone).where(Subscriber.status == SubscriberStatus.confirmed)
+        .distinct()).all() if z)
+
+
+def schedule_at(*, session: Session, issue_id: int, day: date, at: time,
+                timezone: str | None = None, subscriber_local: bool = False,
+                now: datetime | None = None) -> Issue:
+    """Schedule an approved issue for `at` on `day`: in `timezone` (default the weekly
+    slot's zone), or in each reader's own zone. Refuses a time already past."""
+    now = now or utcnow()
+    default = timezone or settings.schedule_timezone
+    try:
+        zone = ZoneInfo(default)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise EditorialError(f"Unknown time zone {default!r}: use a name like "
+                             "Europe/London.", field="timezone") from None
+    if subscriber_local:
+        zones = [z if z != UNKNOWN_ZONE else default for z in subscriber_zones(session=session)]
+        when = first_due(day=day, at=at, zones=zones or [default], default_zone=default)
+        last = max((local_instant(day, at, zone_or_default(z, default)) for z in zones),
+                   default=when)
+        if last <= now:
+            raise EditorialError(f"{day:%d %B %Y} at {at:%H:%M} has passed in every reader's "
+                                 "time zone: pick a later date.", field="when")
+    else:
+        when = local_instant(day, at, zone)
+        if when <= now:
+            raise EditorialError(f"{day:%d %B %Y} {at:%H:%M} ({default}) has passed: pick a "
+                                 "later time.", field="when")
+    issue = schedule_issue(session=session, issue_id=issue_id, when=max(when, now))
+    issue.local_send_date = day if subscriber_local else None
+    issue.local_send_time = at.strftime("%H:%M") if subscriber_local else ""
+    session.add(issue)
+    session.flush()
+    return issue
+
+
+def apply_local_due_times(*, session: Session, issue_id: int,
+                          now: datetime | None = None) -> int:
+    """After planning a subscriber-local issue: give each pending row its reader's due
+    time (one UPDATE per zone). Returns how many rows got a later time than now."""
+    issue = session.get(Issue, issue_id)
+    if issue is None or issue.local_send_date is None or not issue.local_send_time:
+        return 0
+    now = now or utcnow()
+    at = time.fromisoformat(issue.local_send_time)
+    default = settings.schedule_timezone
+    zones = session.exec(
+        select(Subscriber.timezone)
+        .join(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.pending)
+        .distinct()).all()
+    later = 0
+    for name in zones:
+        due = max(local_instant(issue.local_send_date, at,
+                                zone_or_default(default if name == UNKNOWN_ZONE else name,
+                                                default)), now)
+        if due <= now:
+            continue
+        in_zone = select(Subscriber.id).where(Subscriber.timezone == name)
+        result = session.exec(  # type: ignore[call-overload]
+            update(Delivery).where(col(Delivery.issue_id) == issue_id,
+                                   col(Delivery.status) == DeliveryStatus.pending,
+                                   col(Delivery.subscriber_id).in_(in_zone))
+            .values(next_attempt_at=due))
+        later += int(result.rowcount or 0)
+    return later

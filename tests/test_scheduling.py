@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
 from newsletter.models import Delivery
 from newsletter.scheduling import due_times, first_due, forecast, local_instant
 
@@ -71,3 +75,97 @@ def test_forecast_uses_the_rate_measured_on_earlier_sends(session, make_issue,
     result = forecast(session=session, issue_id=new.id)
     assert result.measured and 0.9 < result.rate < 1.1  # 200 messages over 199 s
     assert result.recipients == 200 and result.duration_text == "about 3 minutes"
+
+
+# --- subscriber-local delivery --------------------------------------------------------------
+
+
+def _scheduled_local(session, make_issue, make_subscriber, day):
+    from newsletter.scheduling import schedule_at
+
+    issue = make_issue(items=[{"headline": "A", "topics": ["logistics"]}], status="approved")
+    people = {
+        "london": make_subscriber(email="l@example.org", timezone="Europe/London"),
+        "new_york": make_subscriber(email="n@example.org", timezone="America/New_York"),
+        "unknown": make_subscriber(email="u@example.org"),  # stored as UTC: the default zone
+    }
+    schedule_at(session=session, issue_id=issue.id, day=day, at=NINE, subscriber_local=True,
+                timezone="Europe/London", now=datetime(2027, 3, 1, tzinfo=UTC))
+    session.commit()
+    return issue, people
+
+
+def _claim_at(session, issue_id, moment):
+    from newsletter.delivery import claim
+
+    token, _lease = claim(session=session, issue_id=issue_id, batch=0, now=moment)
+    return sorted(d.subscriber_id for d in session.exec(
+        select(Delivery).where(Delivery.claim_token == token)).all())
+
+
+def _plan(session, issue_id, start):
+    from newsletter.delivery import plan_send
+    from newsletter.scheduling import apply_local_due_times
+
+    plan_send(session=session, issue_id=issue_id)
+    session.execute(text("UPDATE delivery SET batch = 0"))  # one batch: claims show who is due
+    apply_local_due_times(session=session, issue_id=issue_id, now=start)
+    session.flush()
+
+
+def test_each_reader_is_due_at_nine_their_time_across_the_march_changes(
+        session, app_settings, make_issue, make_subscriber, monkeypatch) -> None:
+    monkeypatch.setattr(app_settings, "schedule_timezone", "Europe/London")
+    # 15 March 2027: New York is already on summer time (since the 14th), London not yet.
+    issue, people = _scheduled_local(session, make_issue, make_subscriber, date(2027, 3, 15))
+    assert issue.scheduled_for == datetime(2027, 3, 15, 9, tzinfo=UTC)  # London first
+    _plan(session, issue.id, start=issue.scheduled_for)
+    due = {d.subscriber_id: d.next_attempt_at for d in session.exec(select(Delivery)).all()}
+    assert due[people["london"].id] is None  # due at once: 09:00 London is now
+    assert due[people["new_york"].id] == datetime(2027, 3, 15, 13, tzinfo=UTC)  # 09:00 EDT
+    assert due[people["unknown"].id] is None  # the default zone, London
+    assert _claim_at(session, issue.id, datetime(2027, 3, 15, 9, 1, tzinfo=UTC)) == sorted(
+        [people["london"].id, people["unknown"].id])
+    assert _claim_at(session, issue.id, datetime(2027, 3, 15, 12, 59, tzinfo=UTC)) == []
+    assert _claim_at(session, issue.id, datetime(2027, 3, 15, 13, 0, tzinfo=UTC)) == [
+        people["new_york"].id]
+    assert _claim_at(session, issue.id, datetime(2027, 3, 16, tzinfo=UTC)) == []  # once each
+
+
+def test_after_both_changes_london_is_due_at_eight_utc(
+        session, app_settings, make_issue, make_subscriber, monkeypatch) -> None:
+    monkeypatch.setattr(app_settings, "schedule_timezone", "Europe/London")
+    issue, people = _scheduled_local(session, make_issue, make_subscriber, date(2027, 3, 29))
+    assert issue.scheduled_for == datetime(2027, 3, 29, 8, tzinfo=UTC)  # 09:00 BST
+    _plan(session, issue.id, start=issue.scheduled_for)
+    due = {d.subscriber_id: d.next_attempt_at for d in session.exec(select(Delivery)).all()}
+    assert due[people["new_york"].id] == datetime(2027, 3, 29, 13, tzinfo=UTC)
+
+
+def test_scheduling_in_the_past_is_refused(session, make_issue) -> None:
+    from newsletter.editorial import EditorialError
+    from newsletter.scheduling import schedule_at
+
+    issue = make_issue(items=["A"], status="approved")
+    with pytest.raises(EditorialError, match="has passed"):
+        schedule_at(session=session, issue_id=issue.id, day=date(2020, 1, 6), at=NINE,
+                    timezone="Europe/London")
+
+
+def test_the_schedule_command_schedules_at_a_local_time(app_settings, session, make_issue,
+                                                       make_subscriber) -> None:
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+    from newsletter.models import Issue
+
+    issue = make_issue(items=["A"], status="approved")
+    make_subscriber(timezone="Asia/Tokyo")
+    result = CliRunner().invoke(app, ["schedule", str(issue.id), "--at", "2030-01-07 09:00",
+                                      "--timezone", "America/New_York"])
+    assert result.exit_code == 0, result.output
+    assert "sending starts 2030-01-07 14:00 UTC" in result.output
+    session.expire_all()
+    assert session.get(Issue, issue.id).status == "scheduled"
+    bad = CliRunner().invoke(app, ["schedule", str(issue.id), "--at", "next monday"])
+    assert bad.exit_code == 1 and "must look like" in bad.output

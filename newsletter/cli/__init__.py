@@ -14,6 +14,7 @@ from newsletter.cli import (
     inbound_cmds,
     ingest_cmds,
     preview_cmds,
+    schedule_cmds,
     send_cmds,
     subscriber_cmds,
     suppression_cmds,
@@ -42,7 +43,7 @@ app.callback()(config_cmds.prepare)
 for module in (
     core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds, editor_cmds,
     config_cmds,
-    inbound_cmds, suppression_cmds,
+    inbound_cmds, suppression_cmds, schedule_cmds,
 ):
     module.register(app)
 
