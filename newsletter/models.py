@@ -104,6 +104,9 @@ class Issue(IssueBase, table=True):
     # Why the issue is paused or stopped, in words a person can act on (a relay's own
     # reply, a bounce rate); empty when nothing is wrong.
     status_reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # The email's subject line, proposed at ingest from the top stories (issue 9);
+    # empty means "the title".
+    subject: str = Field(default="", max_length=200)
 
 
 class IssuePublic(IssueBase):
@@ -122,6 +125,10 @@ class ItemBase(SQLModel):
     link_text: str = Field(default="", max_length=500)
     link_url: str = Field(default="", max_length=2000)
     kind: str = Field(default="news", max_length=16)  # news | feature
+    # What the email shows of the story (issue 9): empty means its first ~60 words.
+    excerpt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    image_url: str = Field(default="", max_length=2000)  # optional picture above the story
+    image_alt: str = Field(default="", max_length=500)
 
 
 class Item(ItemBase, table=True):

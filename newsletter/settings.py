@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     signup_cooldown_minutes: int = 15
     signup_rate_per_minute: int = 10
 
+    # --- The digest email and click links (issue 9) ---
+    newsletter_name: str = ""  # the masthead; empty: MAIL_FROM_NAME
+    logo_url: str = ""  # optional https:// image shown left of the name in the masthead
+    track_clicks: bool = True  # story links go through /r/<token> and record one click
+    track_opens: bool = False  # no open-tracking pixel unless set (not implemented)
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:
