@@ -159,14 +159,18 @@ def _chip(label: str, kind: str) -> dict[str, str]:
     return {"label": label, "bg": bg, "fg": fg, "kind": kind}
 
 
+_STARTERS = {"the", "this", "that", "these", "those", "and", "but", "for", "with", "its", "our",
+             "we", "you", "new", "more", "also", "after", "while", "here", "there", "last",
+             "next", "other", "meanwhile", "elsewhere", "today", "week", "news"}
+
+
 def _names_in(text: str) -> set[str]:
-    """Capitalised words that are not the first of a sentence: names, mostly."""
+    """Capitalised words (names, mostly; the usual sentence openers aside)."""
     found: set[str] = set()
-    for sentence in sentences(text):
-        for word in re.findall(r"[\w’'.&-]+", sentence)[1:]:
-            word = word.strip(".’'")
-            if len(word) > 2 and word[:1].isupper():
-                found.add(word.casefold())
+    for word in re.findall(r"[\w’'.&-]+", text):
+        word = word.strip(".’'")
+        if len(word) > 2 and word[:1].isupper() and word.casefold() not in _STARTERS:
+            found.add(word.casefold())
     return found
 
 
