@@ -296,11 +296,11 @@ def digest_context(
     issue: IssueContent, composition: Composition, personal: Mapping[str, str], *,
     test: bool, extras: DigestExtras, story_link: Callable[[str, int], str],
 ) -> dict[str, Any]:
-    sections = [
+    sections: list[dict[str, Any]] = [
         {"title": title, "items": [_story(issue, c, extras, story_link) for c in chosen]}
         for title, chosen in _sections(composition)
     ]
-    items = [story for section in sections for story in section["items"]]
+    items: list[dict[str, Any]] = [story for section in sections for story in section["items"]]
     summary, short_summary = _summary(issue, composition)
     d = issue.issue_date
     return {

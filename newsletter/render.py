@@ -13,7 +13,7 @@ import html as html_lib
 import re
 import secrets
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path

@@ -7,6 +7,7 @@ import typer
 from newsletter.cli import (
     core_cmds,
     editor_cmds,
+    email_cmds,
     ingest_cmds,
     preview_cmds,
     send_cmds,
@@ -23,6 +24,7 @@ app = typer.Typer(
 
 for module in (
     core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds, editor_cmds,
+    email_cmds,
 ):
     module.register(app)
 

@@ -15,6 +15,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from sqlmodel import Session, col, select
+
 SUBJECT_TARGET = 70
 MIN_HEAD_WORDS = 4
 # Where a headline's trailing phrase starts: "... Forecasts On Strong China Growth".
@@ -120,3 +122,18 @@ def propose_subject(headlines: Sequence[str], *, title: str = "", body_text: str
 def _join(parts: Sequence[str], more: int) -> str:
     text = ", ".join(parts)
     return f"{text} + {more} more" if more else text
+
+
+def proposed_subject(*, session: Session, issue_id: int) -> str:
+    """What ingest would propose for the issue as it is now (pinned stories first)."""
+    from newsletter.models import Issue, Item
+
+    issue = session.get(Issue, issue_id)
+    if issue is None:
+        raise LookupError(f"no issue with id {issue_id}")
+    items = session.exec(
+        select(Item).where(Item.issue_id == issue_id, col(Item.hidden).is_(False))
+        .order_by(col(Item.pinned).desc(), col(Item.position), col(Item.id))
+    ).all()
+    body = "\n\n".join([issue.intro, *(i.body for i in items)])
+    return propose_subject([i.headline for i in items], title=issue.title, body_text=body)

@@ -61,7 +61,8 @@ def follow(request: Request, token: str) -> Response:
     try:
         subscriber_id, issue_id, item_id, to_link = tokens.read_click_token(token)
     except tokens.BadToken:
-        raise HTTPException(404, "This link is not valid. Check that it was copied whole.")
+        raise HTTPException(404, "This link is not valid. Check that it was copied whole.") \
+            from None
     with Session(db.get_engine(), expire_on_commit=False) as session:
         item = session.get(Item, item_id)
         if item is None or item.issue_id != issue_id:

@@ -260,7 +260,8 @@ def _apply(request: Request, issue_id: int, change: Callable[[Session], object],
 
     def refused(exc: Exception) -> Response:
         values = {k: forms.text(form_of(request), k) for k in
-                  ("title", "intro", "headline", "body", "link_text", "link_url")}
+                  ("title", "intro", "subject", "headline", "body", "link_text", "link_url",
+                   "excerpt")}
         field = getattr(exc, "field", "") or "form"
         return issue_page(request, issue_id, errors={field: str(exc)},
                           error_item=item_id, values=values, status_code=400)
@@ -274,7 +275,8 @@ def issue_save(request: Request, issue_id: int) -> Response:
     form = form_of(request)
     return _apply(request, issue_id, lambda s: update_issue(
         session=s, issue_id=issue_id, title=forms.text(form, "title"),
-        intro=_long_text(form, "intro")))
+        intro=_long_text(form, "intro"),
+        subject=forms.text(form, "subject") if "subject" in form else None))
 
 
 def _long_text(form: FormData, key: str) -> str:
@@ -286,7 +288,8 @@ def _item_fields(form: FormData) -> dict[str, Any]:
     """The item form's fields, as add_item and update_item take them."""
     return {"headline": forms.text(form, "headline"), "body": _long_text(form, "body"),
             "link_text": forms.text(form, "link_text"),
-            "link_url": _long_text(form, "link_url"), "topics": forms.texts(form, "topics")}
+            "link_url": _long_text(form, "link_url"), "topics": forms.texts(form, "topics"),
+            **({"excerpt": _long_text(form, "excerpt")} if "excerpt" in form else {})}
 
 
 @router.post("/issues/{issue_id:int}/items")
