@@ -32,7 +32,7 @@ from newsletter.settings import settings
 
 EXCERPT_WORDS = 60
 INTRO_MAX_WORDS = 45  # the editor's intro paragraph above the fold, if it is short
-TOC_MAX = 6
+TOC_MAX = 5
 PREHEADER_CHARS = 110
 # &zwnj;&nbsp; pairs after the preheader: inboxes fill the snippet with them instead
 # of the first words of the body ("View in browser", the masthead).
@@ -237,7 +237,9 @@ def _summary(issue: IssueContent, composition: Composition) -> tuple[str, str]:
     total = len(composition.items)
     if matched:
         slugs = list(dict.fromkeys(t for c in matched for t in c.matched))
-        topics = _join_names([issue.topic_names.get(t, t) for t in slugs[:3]])
+        names = [issue.topic_names.get(t, t) for t in slugs]
+        # Two names at most: the sentence must stay short above the first story.
+        topics = _join_names(names) if len(names) <= 2 else ", ".join(names[:2]) + " and more"
         rest = total - len(matched)
         picked = f"{_stories(len(matched))} on {topics}"
         if not rest:
