@@ -47,7 +47,7 @@ def _casing(text: str) -> dict[str, bool]:
     upper: Counter[str] = Counter()
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
         for index, match in enumerate(_WORD.finditer(sentence)):
-            word = match.group(0)
+            word = match.group(0).rstrip(".-")
             if word.islower():
                 lower[word.casefold()] += 1
             elif index > 0 and word[:1].isupper():
