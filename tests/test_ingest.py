@@ -792,8 +792,8 @@ def test_dead_calls_to_action_are_removed_at_ingest(session: Session) -> None:
 
 
 def test_a_call_to_action_with_a_link_becomes_the_story_link(session: Session) -> None:
-    text = ("---\ntitle: Weekly\n---\n\n## Cainiao Opens Hubs\n\nTwo hubs opened. Read more here.\n\n"
-            "[Read the announcement](https://example.com/a)\n")
+    text = ("---\ntitle: Weekly\n---\n\n## Cainiao Opens Hubs\n\n"
+            "Two hubs opened. Read more here.\n\n[Read the announcement](https://example.com/a)\n")
     result = ingest_text(session=session, text=text, source_name="w.md")
     item = session.exec(select(Item).where(Item.issue_id == result.issue_id)).one()
     assert (item.body, item.link_text, item.link_url) == (
