@@ -287,7 +287,8 @@ def _story(issue: IssueContent, c: ChosenItem, extras: DigestExtras,
         "image_url": more.image_url if more.image_url.startswith("https://") else "",
         "image_alt": more.image_alt or item.headline,
         "story_url": story_link("click", item.id) if track else page,
-        "own_url": (story_link("link", item.id) if track else own) if own else "",
+        # The story's own link is its click link + "/link": one token, one personal value.
+        "own_url": (story_link("click", item.id) + "/link" if track else own) if own else "",
         "own_label": (item.link_text if item.link_text and len(item.link_text) <= 40
                       else "Read the original"),
         "kind": item.kind,

@@ -28,9 +28,9 @@ from newsletter.digest import DigestExtras, digest_context, load_extras
 from newsletter.settings import settings
 
 PERSONAL_KEYS = ("name", "greeting_name", "name_lead", "email", "manage_url", "unsubscribe_url")
-# Per-recipient story links: click_<issue>_<item> (the story's page) and
-# link_<issue>_<item> (the story's own URL), both through /r/<signed token>.
-STORY_LINK_KEY = re.compile(r"(click|link)_(\d+)_(\d+)")
+# Per-recipient story links, click_<issue>_<item>: /r/<signed token> (the template adds
+# "/link" for the story's own URL).
+STORY_LINK_KEY = re.compile(r"click_(\d+)_(\d+)")
 # C0 and C1 controls (NEL, U+0085, among them) and Unicode's line separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
@@ -184,7 +184,8 @@ class _Values(dict[str, str]):
 
     def __init__(self, values: dict[str, str], subscriber_id: int,
                  links: dict[str, str]) -> None:
-        super().__init__(values)
+        super().__init__(links)  # links the other part already made
+        self.update(values)
         self.subscriber_id = subscriber_id
         self.links = links
 
@@ -194,10 +195,10 @@ class _Values(dict[str, str]):
             match = STORY_LINK_KEY.fullmatch(key)
             if match is None:
                 raise KeyError(key)
-            kind, issue_id, item_id = match.groups()
             # Token characters are URL-safe: the same string serves HTML and text.
             url = self.links[key] = tokens.url_for_token("r", tokens.make_click_token(
-                self.subscriber_id, int(issue_id), int(item_id), to_link=kind == "link"))
+                self.subscriber_id, int(match.group(1)), int(match.group(2))))
+        self[key] = url  # the next slot with this link is a plain dict hit
         return url
 
 

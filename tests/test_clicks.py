@@ -60,12 +60,12 @@ def test_a_click_is_recorded_once_and_redirects_to_the_story_page(client, sessio
 
 def test_the_story_own_link_redirects_to_its_url(client, session, sent) -> None:
     issue, reader, (hub, plain) = sent
-    own = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, hub.id, to_link=True),
+    own = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, hub.id) + "/link",
                      follow_redirects=False)
     assert own.headers["location"] == "https://news.example.com/cainiao?a=1&b=2"
     # A story without a link of its own falls back to its page.
-    none = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, plain.id, to_link=True),
-                      follow_redirects=False)
+    none = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, plain.id)
+                      + "/link", follow_redirects=False)
     assert none.headers["location"] == page_of(plain)
     assert sorted(clicks(session)) == sorted([(reader.id, issue.id, hub.id),
                                               (reader.id, issue.id, plain.id)])
@@ -109,15 +109,15 @@ def test_no_redirect_ever_leaves_the_allowed_targets(client, sent) -> None:
     allowed = {page_of(i) for i in items} | {i.link_url for i in items if i.link_url}
     seen = set()
     for item in items:
-        for to_link in (False, True):
-            token = tokens.make_click_token(reader.id, issue.id, item.id, to_link=to_link)
-            for suffix in ("", "?next=https://evil.example", "?url=//evil.example",
-                           "/..%2F..%2Fhttps:%2F%2Fevil.example"):
-                response = client.get(f"/r/{token}{suffix}", follow_redirects=False)
-                if response.status_code == 302:
-                    seen.add(response.headers["location"])
-                else:
-                    assert response.status_code == 404
+        token = tokens.make_click_token(reader.id, issue.id, item.id)
+        for suffix in ("", "/link", "?to=https://evil.example", "?next=https://evil.example",
+                       "/link?url=//evil.example", "/..%2F..%2Fhttps:%2F%2Fevil.example",
+                       "/https://evil.example", "//evil.example"):
+            response = client.get(f"/r/{token}{suffix}", follow_redirects=False)
+            if response.status_code == 302:
+                seen.add(response.headers["location"])
+            else:
+                assert response.status_code == 404
     assert seen and seen <= allowed
 
 
@@ -189,8 +189,9 @@ def test_every_story_link_in_a_real_email_works(client, session, sent) -> None:
     assert composition is not None
     html, text = render_digest(content, composition).personalise(
         Recipient(reader.id, reader.email, reader.name))
-    links = set(re.findall(re.escape(settings.base_url) + r"(/r/[\w.\-]+)", html))
-    assert links == set(re.findall(re.escape(settings.base_url) + r"(/r/[\w.\-]+)", text))
+    link = re.escape(settings.base_url) + r"(/r/[\w.\-]+(?:/link)?)"
+    links = set(re.findall(link, html))
+    assert links == set(re.findall(link, text)) and len(links) == 3
     targets = {client.get(link, follow_redirects=False).headers["location"] for link in links}
     assert targets == {page_of(i) for i in items} | {"https://news.example.com/cainiao?a=1&b=2"}
     assert sorted(clicks(session)) == sorted((reader.id, issue.id, i.id) for i in items)

@@ -2,10 +2,10 @@
 
 The token is signed (purpose "click") and names the subscriber, the issue and the
 story, so nobody can record clicks for someone else or send a reader anywhere we
-did not link: the only destinations are the story's archive page and the story's
-own link (an http(s) URL the editor or ingest set). A bad token is a 404 and
-records nothing. Nothing is recorded when TRACK_CLICKS is off or the reader chose
-"Don't record my clicks"; the link still works.
+did not link: the only destinations are the story's archive page and, at
+`/r/<token>/link`, the story's own link (an http(s) URL the editor or ingest set).
+A bad token is a 404 and records nothing. Nothing is recorded when TRACK_CLICKS is
+off or the reader chose "Don't record my clicks"; the link still works.
 """
 
 from __future__ import annotations
@@ -57,9 +57,21 @@ def record_click(*, session: Session, subscriber_id: int, issue_id: int, item_id
 
 @router.api_route("/r/{token}", methods=["GET", "HEAD"])
 def follow(request: Request, token: str) -> Response:
-    """Sync on purpose: FastAPI runs it in the thread pool, off the event loop."""
+    """To the story's archive page."""
+    return _follow(request, token, to_link=False)
+
+
+@router.api_route("/r/{token}/link", methods=["GET", "HEAD"])
+def follow_link(request: Request, token: str) -> Response:
+    """To the story's own link (its page if it has none). Not signed separately: both
+    places are ones the story allows, and it keeps one token per story per email."""
+    return _follow(request, token, to_link=True)
+
+
+def _follow(request: Request, token: str, *, to_link: bool) -> Response:
+    """Sync on purpose: FastAPI runs the routes in the thread pool, off the event loop."""
     try:
-        subscriber_id, issue_id, item_id, to_link = tokens.read_click_token(token)
+        subscriber_id, issue_id, item_id = tokens.read_click_token(token)
     except tokens.BadToken:
         raise HTTPException(404, "This link is not valid. Check that it was copied whole.") \
             from None
