@@ -195,3 +195,25 @@ def test_every_story_link_in_a_real_email_works(client, session, sent) -> None:
     targets = {client.get(link, follow_redirects=False).headers["location"] for link in links}
     assert targets == {page_of(i) for i in items} | {"https://news.example.com/cainiao?a=1&b=2"}
     assert sorted(clicks(session)) == sorted((reader.id, issue.id, i.id) for i in items)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_reader_clicking_in_chromium_lands_on_the_story(live_server, browser_page, session,
+                                                          sent) -> None:
+    """The email opened in a real browser; tapping the first headline goes through the
+    real server's redirect to the story's archive page and records the click."""
+    issue, reader, items = sent
+    content = load_issue(session=session, issue_id=issue.id)
+    composition = compose(content, followed=["logistics"])
+    assert composition is not None
+    html, _ = render_digest(content, composition).personalise(
+        Recipient(reader.id, reader.email, reader.name))
+    page = browser_page
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.set_content(html)
+    with page.expect_navigation():
+        page.locator("h2 a").first.click()
+    first = items[0]
+    assert page.url == live_server.url + story_path(first.id, first.headline)
+    assert clicks(session) == [(reader.id, issue.id, first.id)]
