@@ -47,6 +47,13 @@ def page_of(item: Any) -> str:
     return settings.base_url + story_path(item.id, item.headline)
 
 
+def follow(client: Any, subscriber_id: int, issue_id: int, item_id: int, suffix: str = "",
+           method: str = "GET") -> Any:
+    """Request a story link the way a reader's email has it."""
+    token = tokens.make_click_token(subscriber_id, issue_id, item_id)
+    return client.request(method, f"/r/{token}{suffix}", follow_redirects=False)
+
+
 def test_a_click_is_recorded_once_and_redirects_to_the_story_page(client, session, sent) -> None:
     issue, reader, (hub, _) = sent
     path = "/r/" + tokens.make_click_token(reader.id, issue.id, hub.id)
@@ -60,12 +67,10 @@ def test_a_click_is_recorded_once_and_redirects_to_the_story_page(client, sessio
 
 def test_the_story_own_link_redirects_to_its_url(client, session, sent) -> None:
     issue, reader, (hub, plain) = sent
-    own = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, hub.id) + "/link",
-                     follow_redirects=False)
+    own = follow(client, reader.id, issue.id, hub.id, "/link")
     assert own.headers["location"] == "https://news.example.com/cainiao?a=1&b=2"
     # A story without a link of its own falls back to its page.
-    none = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, plain.id)
-                      + "/link", follow_redirects=False)
+    none = follow(client, reader.id, issue.id, plain.id, "/link")
     assert none.headers["location"] == page_of(plain)
     assert sorted(clicks(session)) == sorted([(reader.id, issue.id, hub.id),
                                               (reader.id, issue.id, plain.id)])
@@ -98,8 +103,7 @@ def test_a_token_made_for_another_purpose_is_refused(client, session, sent) -> N
 def test_a_story_from_another_issue_gets_404(client, session, sent, make_issue) -> None:
     _, reader, (hub, _) = sent
     other = make_issue(items=["Elsewhere"], status=IssueStatus.sent)
-    response = client.get("/r/" + tokens.make_click_token(reader.id, other.id, hub.id),
-                          follow_redirects=False)
+    response = follow(client, reader.id, other.id, hub.id)
     assert response.status_code == 404
     assert clicks(session) == []
 
@@ -125,8 +129,7 @@ def test_with_tracking_off_the_link_works_and_records_nothing(
         client, session, sent, monkeypatch) -> None:
     issue, reader, (hub, _) = sent
     monkeypatch.setattr(settings, "track_clicks", False)
-    response = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, hub.id),
-                          follow_redirects=False)
+    response = follow(client, reader.id, issue.id, hub.id)
     assert response.status_code == 302 and response.headers["location"] == page_of(hub)
     assert clicks(session) == []
 
@@ -136,24 +139,21 @@ def test_a_reader_who_opted_out_is_not_recorded(client, session, sent) -> None:
     reader.track_clicks = False
     session.add(reader)
     session.commit()
-    response = client.get("/r/" + tokens.make_click_token(reader.id, issue.id, hub.id),
-                          follow_redirects=False)
+    response = follow(client, reader.id, issue.id, hub.id)
     assert response.status_code == 302
     assert clicks(session) == []
 
 
 def test_link_checkers_head_requests_are_not_clicks(client, session, sent) -> None:
     issue, reader, (hub, _) = sent
-    response = client.head("/r/" + tokens.make_click_token(reader.id, issue.id, hub.id),
-                           follow_redirects=False)
+    response = follow(client, reader.id, issue.id, hub.id, method="HEAD")
     assert response.status_code == 302
     assert clicks(session) == []
 
 
 def test_preview_and_test_send_links_work_without_recording(client, session, sent) -> None:
     issue, _, (hub, _) = sent
-    response = client.get("/r/" + tokens.make_click_token(0, issue.id, hub.id),
-                          follow_redirects=False)
+    response = follow(client, 0, issue.id, hub.id)
     assert response.status_code == 302
     assert clicks(session) == []
 
@@ -181,14 +181,19 @@ def test_simultaneous_clicks_record_one_row(web_app, session, sent) -> None:
     assert session.exec(select(func.count()).select_from(Click)).one() == 1
 
 
-def test_every_story_link_in_a_real_email_works(client, session, sent) -> None:
-    """Render the email the reader gets, follow every story link it has."""
-    issue, reader, items = sent
+def email_for(session: Session, issue: Any, reader: Any) -> tuple[str, str]:
+    """(html, text) of the digest `reader` gets, rendered as a send renders it."""
     content = load_issue(session=session, issue_id=issue.id)
     composition = compose(content, followed=["logistics"])
     assert composition is not None
-    html, text = render_digest(content, composition).personalise(
+    return render_digest(content, composition).personalise(
         Recipient(reader.id, reader.email, reader.name))
+
+
+def test_every_story_link_in_a_real_email_works(client, session, sent) -> None:
+    """Render the email the reader gets, follow every story link it has."""
+    issue, reader, items = sent
+    html, text = email_for(session, issue, reader)
     link = re.escape(settings.base_url) + r"(/r/[\w.\-]+(?:/link)?)"
     links = set(re.findall(link, html))
     assert links == set(re.findall(link, text)) and len(links) == 3
@@ -204,11 +209,7 @@ def test_a_reader_clicking_in_chromium_lands_on_the_story(live_server, browser_p
     """The email opened in a real browser; tapping the first headline goes through the
     real server's redirect to the story's archive page and records the click."""
     issue, reader, items = sent
-    content = load_issue(session=session, issue_id=issue.id)
-    composition = compose(content, followed=["logistics"])
-    assert composition is not None
-    html, _ = render_digest(content, composition).personalise(
-        Recipient(reader.id, reader.email, reader.name))
+    html, _ = email_for(session, issue, reader)
     page = browser_page
     page.set_viewport_size({"width": 375, "height": 800})
     page.set_content(html)
