@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,13 @@ def _cached_extras(url: str, issue_id: int, version: str) -> DigestExtras:
 def load_extras(issue: IssueContent) -> DigestExtras:
     """The extras of `issue` at its version, from the configured database.
 
-    A snapshot built without a database (tests, benchmarks) gets the defaults
-    rather than an error.
+    A snapshot built by hand (tests, benchmarks: no timestamp version) or without a
+    database gets the defaults rather than an error or another issue's words.
     """
+    try:  # load_issue versions a snapshot by Issue.updated_at; others were built by hand
+        datetime.fromisoformat(issue.version)
+    except ValueError:
+        return DigestExtras()
     url = settings.effective_database_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return DigestExtras()
