@@ -453,3 +453,27 @@ def test_every_seed_issue_renders_its_subject_and_every_headline(session, seed_p
         flat_text = " ".join(text.split())
         for chosen in composition.items:
             assert " ".join(chosen.item.headline.split()) in flat_text, path.name
+
+
+def test_a_learned_interest_shows_its_reason_in_also_this_week() -> None:
+    """The composer's learned ordering (engagement) marks a story with the topics the
+    reader often reads; the email shows its reason as a chip of its own colour."""
+    from dataclasses import dataclass
+
+    from newsletter.composer import ChosenItem, Composition
+
+    @dataclass(frozen=True)
+    class Learned(ChosenItem):
+        learned: tuple[str, ...] = ()
+
+    issue, composition, _ = _digest()
+    first, *rest = composition.items
+    liked = Learned(rest[0].item, "editor", "You often read Luxury & Fashion", (),
+                    ("luxury-fashion",))
+    learned = Composition(issue.id, (first, liked, *rest[1:]), "k-learned")
+    html, text = render_digest(issue, learned, extras=DigestExtras()).personalise(ALICE)
+    assert _sections(html) == ["Picked for you", "Also this week"]
+    chip = re.search(r'<span class="chip" style="([^"]+)">You often read Luxury &amp; Fashion<',
+                     html)
+    assert chip and "#dcfce7" in chip.group(1)
+    assert "[You often read Luxury & Fashion]" in text
