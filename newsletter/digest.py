@@ -325,6 +325,9 @@ def digest_context(
         "preheader": _preheader(short_summary, [s["short_headline"] for s in items]),
         "preheader_spacer": PREHEADER_SPACER,
         "summary": summary,
+        # Someone who follows nothing: invite them to choose (the manage link is theirs).
+        "suggest_topics": not any(c.why == "topic" or c.reason == "Also this week"
+                                  for c in composition.items),
         "intro_paragraphs": reader_intro(issue, composition),
         "toc": items[:TOC_MAX] if len(items) >= 3 else [],
         "toc_more": max(0, len(items) - TOC_MAX),

@@ -477,3 +477,13 @@ def test_a_learned_interest_shows_its_reason_in_also_this_week() -> None:
                      html)
     assert chip and "#dcfce7" in chip.group(1)
     assert "[You often read Luxury & Fashion]" in text
+
+
+def test_a_reader_without_topics_is_invited_to_pick_some() -> None:
+    html, text = _digest(followed=())[2].personalise(ALICE)
+    manage = re.search(r'<a href="([^"]+/manage/[^"]+)" style="color:#1d4ed8">Pick your topics</a>',
+                       html)
+    assert manage and read_token("manage", manage.group(1).rsplit("/", 1)[1]) == 17
+    assert "Pick your topics and your stories come first: " in text
+    picked, _ = _digest(followed=("logistics",))[2].personalise(ALICE)
+    assert "Pick your topics" not in picked
