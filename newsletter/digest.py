@@ -179,8 +179,8 @@ def _names_in(text: str) -> set[str]:
     return found
 
 
-@lru_cache(maxsize=64)
-def _intro_topics(version: str, intro: str, stories: tuple[tuple[int, str], ...]
+@lru_cache(maxsize=64)  # per composition render; the texts are the key
+def _intro_topics(intro: str, stories: tuple[tuple[int, str], ...]
                   ) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """Each intro paragraph with the stories it is about (by the names it shares with
     them; names common to most stories, like the company's own, do not count)."""
@@ -214,7 +214,7 @@ def reader_intro(issue: IssueContent, composition: Composition) -> list[str]:
     stories = tuple((i.id, f"{i.headline}. {i.body}") for i in issue.items)
     chosen: list[str] = []
     words = 0
-    for text, about in _intro_topics(issue.version, issue.intro, stories):
+    for text, about in _intro_topics(issue.intro, stories):
         n = len(text.split())
         if about:
             continue
@@ -249,7 +249,8 @@ def _summary(issue: IssueContent, composition: Composition) -> tuple[str, str]:
         picked = f"{_stories(len(matched))} on {topics}"
         if not rest:
             return f"we picked {picked} for you.", f"{picked} for you"
-        return (f"we picked {picked} for you, and {rest} more from the week are below.",
+        return (f"we picked {picked} for you, and {rest} more from the week "
+                f"{'is' if rest == 1 else 'are'} below.",
                 f"{picked} for you + {rest} more")
     follows = any(c.reason == "Also this week" for c in composition.items)
     if follows:
