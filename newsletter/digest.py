@@ -156,7 +156,7 @@ def _chips(issue: IssueContent, c: ChosenItem) -> list[dict[str, str]]:
         return [_chip(" · ".join(names.get(t, t) for t in c.matched[:2]), "topic")]
     if getattr(c, "learned", ()):  # learned interest (engagement): "You often read ..."
         return [_chip(c.reason, "learned")]
-    return [_chip(names.get(t, t), "plain") for t in c.item.topics[:1]]
+    return [_chip(names.get(t, t), "plain") for t in c.item.topics[:2]]
 
 
 def _chip(label: str, kind: str) -> dict[str, str]:
