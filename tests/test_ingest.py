@@ -813,3 +813,17 @@ def test_markdown_image_must_be_http(session: Session) -> None:
     text = "---\ntitle: W\n---\n\n## Headline Here\n\n![x](javascript:alert(1))\n\nBody.\n"
     with pytest.raises(IngestError, match=r"w\.md:7: image must be an http"):
         ingest_text(session=session, text=text, source_name="w.md")
+
+
+def test_a_call_to_action_that_writes_its_address_becomes_the_link(session: Session) -> None:
+    text = ("Weekly Roundup: Cainiao Opens Hubs\n\nThis week in brief, with more to come.\n\n"
+            "Cainiao Opens Two Smart Hubs\n\nCainiao opened two smart hubs in Karachi this "
+            "week. Read the interview here: https://www.alizila.com/cainiao-hubs.\n\n"
+            "Nanushka Comes To Tmall\n\nThe fashion house opened a store in Shanghai.\n")
+    result = ingest_text(session=session, text=text, source_name="scrape.txt")
+    items = session.exec(select(Item).where(Item.issue_id == result.issue_id)
+                         .order_by(col(Item.position))).all()
+    assert (items[0].body, items[0].link_text, items[0].link_url) == (
+        "Cainiao opened two smart hubs in Karachi this week.", "Read the interview here",
+        "https://www.alizila.com/cainiao-hubs")
+    assert (items[1].link_text, items[1].link_url) == ("", "")

@@ -29,7 +29,7 @@ MAX_CTA_WORDS = 16
 
 def is_dead_cta(sentence: str) -> bool:
     """A short sentence that only sends the reader to a link ("Read more here.")."""
-    text = sentence.strip().rstrip(".!:…").strip()
+    text = re.sub(r"[\s.!:…]+$", "", sentence.strip())
     if not text or len(text.split()) > MAX_CTA_WORDS:
         return False
     if _CLICK_HERE.search(text):
@@ -43,20 +43,44 @@ def sentences(paragraph: str) -> list[str]:
     return [s for s in (m.group(0) for m in _SENTENCES.finditer(paragraph)) if s.strip()]
 
 
+_URL = re.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]]")
+
+
+def _without_urls(text: str) -> str:
+    return " ".join(_URL.sub("", text).split())
+
+
+def _is_cta(sentence: str) -> bool:
+    """A call to action, with or without the link's address written out."""
+    return is_dead_cta(_without_urls(sentence))
+
+
 def strip_dead_ctas(paragraph: str) -> str:
     """The paragraph without its call-to-action sentences ("" if that was all of it)."""
-    kept = [s for s in sentences(paragraph) if not is_dead_cta(s)]
+    kept = [s for s in sentences(paragraph) if not _is_cta(s)]
     return "".join(kept).strip()
 
 
 def dead_ctas(paragraphs: Iterable[str]) -> list[str]:
     """The call-to-action sentences left in some text, as written."""
-    return [s.strip() for p in paragraphs for s in sentences(p) if is_dead_cta(s)]
+    return [s.strip() for p in paragraphs for s in sentences(p) if _is_cta(s)]
 
 
 def clean_item(paragraphs: list[str], link_text: str, link_url: str
-               ) -> tuple[list[str], str]:
-    """(paragraphs, link_text) with dead calls to action gone: a call to action is
-    kept only as the label of a real link."""
+               ) -> tuple[list[str], str, str]:
+    """(paragraphs, link_text, link_url) with dead calls to action gone.
+
+    A call to action that writes its address out ("Read the interview here:
+    https://...") becomes the story's link when it has none; the others are removed,
+    and a call to action is kept only as the label of a real link.
+    """
+    if not link_url:
+        candidates = [link_text, *(s for p in paragraphs for s in sentences(p))]
+        for candidate in candidates:
+            found = _URL.search(candidate or "")
+            if found and _is_cta(candidate):
+                label = _without_urls(candidate).rstrip(" .:–—-")
+                link_text, link_url = label, found.group(0)
+                break
     cleaned = [c for c in (strip_dead_ctas(p) for p in paragraphs) if c]
-    return cleaned, link_text if link_url else ""
+    return cleaned, (link_text if link_url else ""), link_url

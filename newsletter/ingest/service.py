@@ -95,7 +95,7 @@ def ingest_text(
         taxonomy = taxonomy_from_db(session=session)
     parsed = parse_document(text, source_name=source_name, taxonomy=taxonomy)
     for parsed_item in parsed.items:
-        parsed_item.paragraphs, parsed_item.link_text = clean_item(
+        parsed_item.paragraphs, parsed_item.link_text, parsed_item.link_url = clean_item(
             parsed_item.paragraphs, parsed_item.link_text, parsed_item.link_url)
     topic_ids = {t.slug: t.id for t in session.exec(select(Topic)).all() if t.id is not None}
     for checked in parsed.items:
