@@ -87,10 +87,9 @@ def _timestamp() -> bytes:
 
 
 @lru_cache(maxsize=8)
-def _click_hmac(secret: str) -> tuple[Any, Any]:
+def _hmac_pair(key: bytes, digest: Callable[..., Any]) -> tuple[Any, Any]:
     """HMAC's inner and outer hashes, keyed once: copying them is the cheapest HMAC in
     CPython (hmac.digest looks the algorithm up in OpenSSL on every call)."""
-    key, digest = _signing_key(secret, CLICK)
     inner, outer = digest(), digest()
     key = key.ljust(inner.block_size, b"\0")  # derived keys are shorter than a block
     inner.update(bytes(b ^ 0x36 for b in key))
@@ -103,7 +102,8 @@ def make_click_token(subscriber_id: int, issue_id: int, item_id: int) -> str:
     tests compare them), built with C base64 and a pre-keyed HMAC: a digest carries one
     per story per recipient, and itsdangerous's per-call objects made building a
     message several times slower."""
-    inner, outer = _click_hmac(settings.secret_key)
+    # The key that signs, as make_token finds it; the pair is cached by the key itself.
+    inner, outer = _hmac_pair(*_signing_key(settings.secret_key, CLICK))
     fields = f"[{int(subscriber_id)},{int(issue_id)},{int(item_id)}]"
     value = urlsafe_b64encode(fields.encode("ascii")).rstrip(b"=") + b"." + _timestamp()
     mac = inner.copy()

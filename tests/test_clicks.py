@@ -218,3 +218,16 @@ def test_a_reader_clicking_in_chromium_lands_on_the_story(live_server, browser_p
     first = items[0]
     assert page.url == live_server.url + story_path(first.id, first.headline)
     assert clicks(session) == [(reader.id, issue.id, first.id)]
+
+
+def test_click_tokens_are_itsdangerous_tokens_bound_to_the_secret(monkeypatch) -> None:
+    token = tokens.make_click_token(12, 3, 45)
+    assert token == tokens._serializer(settings.secret_key, tokens.CLICK).dumps([12, 3, 45])
+    assert tokens.read_click_token(token) == (12, 3, 45)
+    with pytest.raises(tokens.BadToken):  # a manage token is not a click token
+        tokens.read_click_token(tokens.make_token(tokens.MANAGE, 12))
+    monkeypatch.setattr(settings, "secret_key", "another-secret-that-is-long-enough-0123456789")
+    with pytest.raises(tokens.BadToken):
+        tokens.read_click_token(token)
+    fresh = tokens.make_click_token(12, 3, 45)  # signed with the new key, not a cached one
+    assert fresh != token and tokens.read_click_token(fresh) == (12, 3, 45)
