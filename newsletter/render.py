@@ -142,7 +142,6 @@ def _tidy_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
-
 # --- Placeholders -----------------------------------------------------------------
 
 
