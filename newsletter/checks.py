@@ -7,6 +7,7 @@ subscribers who get nothing. Each composition is rendered once and checked.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -19,6 +20,8 @@ from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
 from newsletter.composer import Composition, IssueContent, compose, load_issue
+from newsletter.digest import load_extras
+from newsletter.ingest.cta import dead_ctas
 from newsletter.message import MessageFactory
 from newsletter.models import Subscriber, SubscriberStatus, Suppression
 from newsletter.render import PersonalValues, Recipient, RenderedDigest, render_digest
@@ -26,8 +29,8 @@ from newsletter.settings import settings
 from newsletter.subscribers import topics_by_subscriber
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail clips messages whose HTML is larger
-SUBJECT_WARN = 78  # most inboxes cut the subject around here
-SUBJECT_MAX = 200
+SUBJECT_WARN = 70  # phones cut the subject around here (ingest proposes at most this)
+SUBJECT_MAX = 120
 PREVIEW_ADDRESS = "preview@roundup.invalid"
 
 
@@ -209,6 +212,8 @@ def link_problem(url: str) -> str:
     """Why a link in an email is malformed, or "" when it is fine."""
     if not url or url != url.strip() or any(c.isspace() for c in url):
         return "empty or contains spaces"
+    if re.fullmatch(r"#[A-Za-z][\w-]*", url):
+        return ""  # a story further down the email ("In this issue")
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -300,6 +305,8 @@ def run_checks(*, session: Session, issue_id: int) -> CheckReport:
     results.append(_unsubscribe_check(previews))
     results.append(_subject_check(previews))
 
+    results.append(_cta_check(issue))
+
     untagged = [item.headline for item in issue.items if not item.topics and not item.pinned]
     results.append(CheckResult(
         "topics", "Every item has a topic", not untagged,
@@ -361,6 +368,24 @@ def _subject_check(previews: list[tuple[str, RenderedPreview]]) -> CheckResult:
             blocking=False, details=(subject,))
     return CheckResult("subject", "Subject length", True,
                        f"{length} characters: “{subject}”.", details=())
+
+
+def _cta_check(issue: IssueContent) -> CheckResult:
+    """Calls to action that point nowhere ("Read the interview here" with no link)."""
+    excerpts = load_extras(issue).items
+    found: list[str] = []
+    for item in issue.items:
+        extra = excerpts.get(item.id)
+        texts = [*item.paragraphs, extra.excerpt if extra else ""]
+        if item.link_text and not item.link_url:
+            texts.append(item.link_text)
+        found += [f"“{item.headline}”: “{cta}”" for cta in dead_ctas(texts)]
+    return CheckResult(
+        "cta", "No dead calls to action", not found,
+        "No story says “read more here” without a link." if not found
+        else f"{len(found)} call(s) to action point nowhere: give the story its link "
+        "(Link URL) or delete the words. Every story already links to its full text.",
+        blocking=False, details=tuple(found))
 
 
 def message_headers(data: bytes) -> EmailMessage:

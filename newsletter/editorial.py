@@ -23,6 +23,7 @@ from newsletter.topics import set_item_topics
 
 EDITABLE = {IssueStatus.draft, IssueStatus.approved, IssueStatus.scheduled}
 MAX_TITLE = 500
+MAX_SUBJECT = 200  # the checks warn above 70 characters and block above 120
 MAX_HEADLINE = 500
 MAX_LINK_TEXT = 500
 MAX_URL = 2000
@@ -155,11 +156,31 @@ def _item_for_edit(session: Session, item_id: int) -> tuple[Item, Issue]:
     return item, _issue_for_edit(session, item.issue_id)
 
 
-def update_issue(*, session: Session, issue_id: int, title: str, intro: str) -> Issue:
+def update_issue(*, session: Session, issue_id: int, title: str, intro: str,
+                 subject: str | None = None) -> Issue:
     issue = _issue_for_edit(session, issue_id)
     issue.title = _single_line(title, field="title", label="The title", limit=MAX_TITLE,
                                required=True)
     issue.intro = _multi_line(intro, field="intro", label="The intro")
+    if subject is not None:
+        _set_subject(session, issue, subject)
+    touch_issue(session=session, issue=issue)
+    return issue
+
+
+def _set_subject(session: Session, issue: Issue, subject: str) -> None:
+    """The email's subject; empty proposes one again from the issue's stories."""
+    from newsletter.ingest.subject import proposed_subject
+
+    value = _single_line(subject, field="subject", label="The subject", limit=MAX_SUBJECT,
+                         required=False)
+    issue.subject = value or proposed_subject(session=session, issue_id=issue.id or 0)
+
+
+def set_subject(*, session: Session, issue_id: int, subject: str) -> Issue:
+    """Change only the subject (the CLI); like every edit, approval no longer holds."""
+    issue = _issue_for_edit(session, issue_id)
+    _set_subject(session, issue, subject)
     touch_issue(session=session, issue=issue)
     return issue
 
@@ -186,7 +207,7 @@ def _set_topics(session: Session, item_id: int, topics: Sequence[str] | None) ->
 
 def add_item(
     *, session: Session, issue_id: int, headline: str, body: str = "", link_text: str = "",
-    link_url: str = "", topics: Sequence[str] = (),
+    link_url: str = "", topics: Sequence[str] = (), excerpt: str = "",
 ) -> Item:
     """Append an item at the end of the issue."""
     issue = _issue_for_edit(session, issue_id)
@@ -194,6 +215,7 @@ def add_item(
     _set_fields(item, headline=headline, body=body, link_text=link_text, link_url=link_url)
     count = session.exec(select(func.count()).where(Item.issue_id == issue_id)).one()
     check_item_count(int(count) + 1)
+    item.excerpt = _multi_line(excerpt, field="excerpt", label="The excerpt")
     last = session.exec(
         select(func.max(Item.position)).where(Item.issue_id == issue_id)
     ).one()
@@ -208,10 +230,12 @@ def add_item(
 
 def update_item(
     *, session: Session, item_id: int, headline: str, body: str, link_text: str, link_url: str,
-    topics: Sequence[str] | None = None,
+    topics: Sequence[str] | None = None, excerpt: str | None = None,
 ) -> Item:
     item, issue = _item_for_edit(session, item_id)
     _set_fields(item, headline=headline, body=body, link_text=link_text, link_url=link_url)
+    if excerpt is not None:  # what the email shows; empty: the story's first ~60 words
+        item.excerpt = _multi_line(excerpt, field="excerpt", label="The excerpt")
     session.add(item)
     session.flush()
     _set_topics(session, item_id, topics)

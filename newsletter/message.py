@@ -160,8 +160,15 @@ def _message_id(domain: str) -> str:
     return f"<{int(time.time())}.{secrets.token_hex(10)}@{domain}>"
 
 
+# Printable ASCII without "=" or spaces, short enough for one line: quoted-printable
+# leaves it as it is (most personal values: the signed links, issue 9, are all this).
+_QP_PLAIN = re.compile(r"(?!\.)[!-<>-~]{0,75}")
+
+
 def _qp(text: str) -> bytes:
     """Quoted-printable with CRLF line ends (b2a_qp keeps LF ends when the input has LF)."""
+    if _QP_PLAIN.fullmatch(text):
+        return text.encode("ascii")
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(
         b"\n", CRLF
@@ -194,8 +201,12 @@ class _EncodedBody:
 
     def encode(self, values: Mapping[str, str]) -> bytes:
         parts = self._parts.copy()
+        done: dict[str, bytes] = {}  # a digest repeats each story's click link (issue 9)
         for index, key in self._slots:
-            parts[index] = _qp(values[key]) + SOFT_BREAK
+            chunk = done.get(key)
+            if chunk is None:
+                chunk = done[key] = _qp(values[key]) + SOFT_BREAK
+            parts[index] = chunk
         return b"".join(parts)
 
 

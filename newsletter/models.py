@@ -110,6 +110,9 @@ class Issue(IssueBase, table=True):
     # "Deliver at this wall time in each reader's time zone" (empty: everyone at once).
     local_send_date: date | None = None
     local_send_time: str = Field(default="", max_length=5)  # HH:MM
+    # The email's subject line, proposed at ingest from the top stories (issue 9);
+    # empty means "the title".
+    subject: str = Field(default="", max_length=200)
 
 
 class IssuePublic(IssueBase):
@@ -128,6 +131,10 @@ class ItemBase(SQLModel):
     link_text: str = Field(default="", max_length=500)
     link_url: str = Field(default="", max_length=2000)
     kind: str = Field(default="news", max_length=16)  # news | feature
+    # What the email shows of the story (issue 9): empty means its first ~60 words.
+    excerpt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    image_url: str = Field(default="", max_length=2000)  # optional picture above the story
+    image_alt: str = Field(default="", max_length=500)
 
 
 class Item(ItemBase, table=True):

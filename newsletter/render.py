@@ -13,8 +13,8 @@ import html as html_lib
 import re
 import secrets
 import textwrap
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,13 @@ from mjml import mjml2html
 
 from newsletter import tokens
 from newsletter.composer import Composition, IssueContent
+from newsletter.digest import DigestExtras, digest_context, load_extras
 from newsletter.settings import settings
 
-PERSONAL_KEYS = ("name", "greeting_name", "email", "manage_url", "unsubscribe_url")
+PERSONAL_KEYS = ("name", "greeting_name", "name_lead", "email", "manage_url", "unsubscribe_url")
+# Per-recipient story links, click_<issue>_<item>: /r/<signed token> (the template adds
+# "/link" for the story's own URL).
+STORY_LINK_KEY = re.compile(r"click_(\d+)_(\d+)")
 # C0 and C1 controls (NEL, U+0085, among them) and Unicode's line separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
@@ -150,7 +154,8 @@ class SplitTemplate:
         pieces = marker.split(rendered)
         self.literals: tuple[str, ...] = tuple(pieces[0::2])
         self.keys: tuple[str, ...] = tuple(pieces[1::2])
-        unknown = set(self.keys) - set(PERSONAL_KEYS)
+        unknown = {k for k in self.keys if k not in PERSONAL_KEYS
+                   and not STORY_LINK_KEY.fullmatch(k)}
         if unknown:
             raise TemplateError(f"unknown personal placeholders: {sorted(unknown)}")
         self._parts = list(pieces)
@@ -166,6 +171,36 @@ class SplitTemplate:
         return sum(len(s) for s in self.literals)
 
 
+class _Values(dict[str, str]):
+    """A recipient's personal values; story links are signed when first asked for.
+
+    Which stories a body links to is only known to its template, and the message
+    builder fills any body with one mapping, so the link tokens are made lazily
+    (once per recipient: both parts share them through `links`).
+    """
+
+    __slots__ = ("subscriber_id", "links")
+
+    def __init__(self, values: dict[str, str], subscriber_id: int,
+                 links: dict[str, str]) -> None:
+        super().__init__(links)  # links the other part already made
+        self.update(values)
+        self.subscriber_id = subscriber_id
+        self.links = links
+
+    def __missing__(self, key: str) -> str:
+        url = self.links.get(key)
+        if url is None:
+            match = STORY_LINK_KEY.fullmatch(key)
+            if match is None:
+                raise KeyError(key)
+            # Token characters are URL-safe: the same string serves HTML and text.
+            url = self.links[key] = tokens.url_for_token("r", tokens.make_click_token(
+                self.subscriber_id, int(match.group(1)), int(match.group(2))))
+        self[key] = url  # the next slot with this link is a plain dict hit
+        return url
+
+
 @dataclass(frozen=True)
 class PersonalValues:
     """One recipient's personal parts, computed once and shared by body and headers."""
@@ -176,18 +211,25 @@ class PersonalValues:
     manage_url: str
     unsubscribe_url: str
     unsubscribe_token: str
+    subscriber_id: int = 0
+    links: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
-    def for_text(self) -> dict[str, str]:
+    def _plain(self) -> dict[str, str]:
         return {
             "name": self.name,
             "greeting_name": self.greeting_name,
+            "name_lead": f"{self.name.split(' ', 1)[0]}, " if self.name else "",
             "email": self.email,
             "manage_url": self.manage_url,
             "unsubscribe_url": self.unsubscribe_url,
         }
 
+    def for_text(self) -> dict[str, str]:
+        return _Values(self._plain(), self.subscriber_id, self.links)
+
     def for_html(self) -> dict[str, str]:
-        return {key: html_lib.escape(value, quote=True) for key, value in self.for_text().items()}
+        escaped = {key: html_lib.escape(value, quote=True) for key, value in self._plain().items()}
+        return _Values(escaped, self.subscriber_id, self.links)
 
 
 def personal_values(recipient: Recipient) -> PersonalValues:
@@ -200,6 +242,7 @@ def personal_values(recipient: Recipient) -> PersonalValues:
         manage_url=tokens.manage_url(recipient.subscriber_id),
         unsubscribe_url=tokens.url_for_token("unsubscribe", token),
         unsubscribe_token=token,
+        subscriber_id=recipient.subscriber_id,
     )
 
 
@@ -230,66 +273,26 @@ class RenderedDigest:
 # --- The digest ---------------------------------------------------------------------
 
 
-def _preheader(headlines: Sequence[str], limit: int = 140) -> str:
-    text = ""
-    for headline in headlines:
-        candidate = f"{text} · {headline}" if text else headline
-        if len(candidate) > limit:
-            if not text:
-                text = headline[: limit - 1].rstrip() + "…"
-            break
-        text = candidate
-    return text
-
-
-def _issue_date_text(issue: IssueContent) -> str:
-    d = issue.issue_date
-    return f"{d.day} {d.strftime('%B %Y')}"
-
-
-def digest_context(
-    issue: IssueContent, composition: Composition, personal: Mapping[str, str], *, test: bool
-) -> dict[str, Any]:
-    items = [
-        {
-            "headline": c.item.headline,
-            "paragraphs": c.item.paragraphs,
-            "link_url": c.item.link_url,
-            "link_text": c.item.link_text,
-            "kind": c.item.kind,
-            "why": c.why,
-            "reason": c.reason,
-        }
-        for c in composition.items
-    ]
-    return {
-        "issue": {
-            "id": issue.id,
-            "title": issue.title,
-            "intro": issue.intro,
-            "intro_paragraphs": [p.strip() for p in issue.intro.split("\n\n") if p.strip()],
-            "date": issue.issue_date,
-            "date_text": _issue_date_text(issue),
-        },
-        "items": items,
-        "preheader": _preheader([c.item.headline for c in composition.items]),
-        "personal": personal,
-        "test": test,
-        "list_name": settings.mail_from_name,
-        "base_url": settings.base_url.rstrip("/"),
-        "postal_address": settings.postal_address,
-    }
-
-
 def render_digest(
-    issue: IssueContent, composition: Composition, *, test: bool = False
+    issue: IssueContent, composition: Composition, *, test: bool = False,
+    extras: DigestExtras | None = None,
 ) -> RenderedDigest:
-    """Render the digest for one composition once, leaving markers for personal parts."""
+    """Render the digest for one composition once, leaving markers for personal parts.
+
+    `extras` (subject, excerpts, images) are read from the database when not given.
+    """
     # A fresh random marker per render: issue content cannot forge a placeholder.
     nonce = secrets.token_hex(6)
-    marker = re.compile(rf"@@{nonce}:([a-z_]+)@@")
+    marker = re.compile(rf"@@{nonce}:([a-z_0-9]+)@@")
     personal = {key: f"@@{nonce}:{key}@@" for key in PERSONAL_KEYS}
-    rendered = render_email("digest", digest_context(issue, composition, personal, test=test))
+
+    def story_link(kind: str, item_id: int) -> str:
+        return f"@@{nonce}:{kind}_{issue.id}_{item_id}@@"
+
+    context = digest_context(issue, composition, personal, test=test,
+                             extras=extras if extras is not None else load_extras(issue),
+                             story_link=story_link)
+    rendered = render_email("digest", context)
     if marker.search(rendered.subject):
         raise TemplateError("digest/subject.txt: the subject is shared, it cannot be personal")
     return RenderedDigest(

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     # 4xx backoff: doubles per attempt, capped at 10 minutes (no long ETAs on the broker)
     send_retry_base_seconds: float = Field(default=30.0, gt=0)
 
+    # --- The digest email and click links (issue 9) ---
+    newsletter_name: str = ""  # the masthead; empty: MAIL_FROM_NAME
+    logo_url: str = ""  # optional https:// image shown left of the name in the masthead
+    track_clicks: bool = True  # story links go through /r/<token> and record one click
+    track_opens: bool = False  # no open-tracking pixel unless set (not implemented)
+
     schedule_weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
     schedule_time: str = "09:00"
     schedule_timezone: str = "Europe/London"

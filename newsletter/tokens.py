@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from base64 import urlsafe_b64encode
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -25,6 +26,7 @@ from newsletter.settings import settings
 CONFIRM = "confirm"
 MANAGE = "manage"
 UNSUBSCRIBE = "unsubscribe"
+CLICK = "click"  # a story link in a digest: (subscriber, issue, item)
 
 
 class BadToken(Exception):
@@ -112,6 +114,58 @@ def read_token(purpose: str, token: str, *, max_age: int | None = None) -> int:
     if type(value) is not int:
         raise BadToken("token does not carry a subscriber id")
     return value
+
+
+_now_b64: tuple[int, bytes] = (0, b"")
+
+
+def _timestamp() -> bytes:
+    """The current second as itsdangerous encodes it, computed once per second."""
+    global _now_b64
+    now = int(time.time())
+    if _now_b64[0] != now:
+        _now_b64 = (now, base64_encode(int_to_bytes(now)))
+    return _now_b64[1]
+
+
+@lru_cache(maxsize=8)
+def _hmac_pair(key: bytes, digest: Callable[..., Any]) -> tuple[Any, Any]:
+    """HMAC's inner and outer hashes, keyed once: copying them is the cheapest HMAC in
+    CPython (hmac.digest looks the algorithm up in OpenSSL on every call)."""
+    inner, outer = digest(), digest()
+    key = key.ljust(inner.block_size, b"\0")  # derived keys are shorter than a block
+    inner.update(bytes(b ^ 0x36 for b in key))
+    outer.update(bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
+def make_click_token(subscriber_id: int, issue_id: int, item_id: int) -> str:
+    """What `_serializer(..., CLICK).dumps([subscriber, issue, item])` returns (the
+    tests compare them), built with C base64 and a pre-keyed HMAC: a digest carries one
+    per story per recipient, and itsdangerous's per-call objects made building a
+    message several times slower."""
+    # The key that signs, as make_token finds it; the pair is cached by the key itself.
+    inner, outer = _hmac_pair(*_signing_key(settings.secret_key, CLICK))
+    fields = f"[{int(subscriber_id)},{int(issue_id)},{int(item_id)}]"
+    value = urlsafe_b64encode(fields.encode("ascii")).rstrip(b"=") + b"." + _timestamp()
+    mac = inner.copy()
+    mac.update(value)
+    signed = outer.copy()
+    signed.update(mac.digest())
+    signature = urlsafe_b64encode(signed.digest()).rstrip(b"=")
+    return (value + b"." + signature).decode("ascii")
+
+
+def read_click_token(token: str) -> tuple[int, int, int]:
+    """(subscriber, issue, item) of a click token, else BadToken. No expiry: a story
+    link in an old email keeps working."""
+    try:
+        value = _serializer(settings.secret_key, CLICK).loads(token)
+    except BadSignature as exc:
+        raise BadToken(str(exc)) from exc
+    if not isinstance(value, list) or len(value) != 3 or any(type(v) is not int for v in value):
+        raise BadToken("token does not carry a story click")
+    return value[0], value[1], value[2]
 
 
 def url_for_token(path: str, token: str) -> str:

@@ -92,7 +92,7 @@ def test_edit_preview_check_test_send_approve_and_send(
     assert phone and round(phone["width"]) == 375
     order, text = _frame_order(page, "#frame-phone")
     assert order[0] == "Beta"  # followed topic first
-    assert "You follow Fintech" in text
+    assert "picked for you" in text.lower() and "Fintech" in text  # section and chip
     page.locator("#plain-text").wait_for()
     assert "List-Unsubscribe" in page.locator("#headers").inner_text()
     page.screenshot(path=str(SCREENSHOTS / "editor-preview-1440.png"), full_page=True)

@@ -157,7 +157,8 @@ def test_a_clean_issue_passes_every_blocking_check(session, make_issue, make_sub
 
 def test_an_html_over_102_kb_fails_the_size_check(session, make_issue):
     huge = "\n\n".join("A long paragraph of words. " * 40 for _ in range(120))
-    issue = make_issue(items=[{"headline": "Huge", "body": huge, "topics": ["fintech"]}])
+    # The email shows excerpts (issue 9): an editor's huge excerpt is what can clip it.
+    issue = make_issue(items=[{"headline": "Huge", "excerpt": huge, "topics": ["fintech"]}])
     result = _check(checks.run_checks(session=session, issue_id=issue.id), "size")
     assert not result.ok and result.blocking
     assert "clipped" in result.reason

@@ -35,7 +35,7 @@ def test_preview_html_for_a_subscriber_puts_their_topics_first(issue, make_subsc
     assert result.exit_code == 0, result.output
     assert result.output.startswith("<!doctype html>")
     assert "Hi Ana," in result.output
-    assert "You follow Logistics" in result.output
+    assert "Picked for you" in result.output
     order = _order(result.output, ["Cainiao opens", "Hermès beats", "Alibaba Cloud"])
     assert order == sorted(order)
 
@@ -47,7 +47,7 @@ def test_preview_text_format(issue, make_subscriber) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "<html" not in result.output
-    assert "Read more: https://example.com/hermes" in result.output
+    assert "Read more: http://localhost:8000/r/" in result.output  # its own link, tracked
     assert result.output.index("Alibaba Cloud") < result.output.index("Hermès beats")
 
 
@@ -69,7 +69,7 @@ def test_preview_as_a_set_of_topics(issue, tmp_path: Path) -> None:
                                  "-f", "text", "-o", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "You follow Cloud & AI" in text and "You follow Logistics" in text
+    assert "[Cloud & AI]" in text and "[Logistics]" in text and "PICKED FOR YOU" in text
     assert text.index("Cainiao opens") < text.index("Hermès beats")
 
 

@@ -11,6 +11,7 @@ from newsletter.cli import (
     config_cmds,
     core_cmds,
     editor_cmds,
+    email_cmds,
     inbound_cmds,
     ingest_cmds,
     preview_cmds,
@@ -43,7 +44,7 @@ app.callback()(config_cmds.prepare)
 for module in (
     core_cmds, ingest_cmds, subscriber_cmds, preview_cmds, send_cmds, web_cmds, editor_cmds,
     config_cmds,
-    inbound_cmds, suppression_cmds, schedule_cmds,
+    inbound_cmds, suppression_cmds, schedule_cmds, email_cmds,
 ):
     module.register(app)
 

@@ -28,7 +28,9 @@ Rules:
   `Pinned: yes|no` or `Kind: news|feature` sets that property instead of being text.
   Explicit topics replace automatic tagging for that item.
 * A paragraph that is only a link, `[Read more](https://...)`, becomes the item's
-  link (text and URL); links must be http(s).
+  link (text and URL); links must be http(s). One that is only an image,
+  `![alt text](https://...)`, is the picture shown above the story in the email;
+  `Excerpt: ...` is what the email shows instead of the first ~60 words.
 * Text before the first `##` is the intro (unless front matter gives `intro`).
   Without front matter a leading `# Title` line is the title.
 * Inline Markdown inside paragraphs (emphasis, inline links) is kept as written.
@@ -45,7 +47,9 @@ from newsletter.ingest.types import IngestError, ParsedIssue, ParsedItem
 
 FRONT_KEYS = {"title", "date", "intro", "tags"}
 LINK_LINE = re.compile(r"^\[(?P<text>[^\]]+)\]\((?P<url>\S+)\)$")
-META_LINE = re.compile(r"^(?P<key>topics|pinned|kind)\s*:\s*(?P<value>.*)$", re.IGNORECASE)
+IMAGE_LINE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<url>\S+)\)$")
+META_LINE = re.compile(r"^(?P<key>topics|pinned|kind|excerpt)\s*:\s*(?P<value>.*)$",
+                       re.IGNORECASE)
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 YES = {"yes", "true", "y", "1", "on"}
 NO = {"no", "false", "n", "0", "off", ""}
@@ -126,7 +130,15 @@ def _build_item(source: str, line: int, headline: str, body: list[tuple[int, str
     for number, text, is_meta in sorted(entries):
         meta = META_LINE.match(text) if is_meta else None
         link = LINK_LINE.match(text)
-        if meta:
+        image = IMAGE_LINE.match(text) if not is_meta else None
+        if meta and meta.group("key").casefold() == "excerpt":
+            item.excerpt = meta.group("value").strip()
+        elif image:
+            url = image.group("url")
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise IngestError(source, number, f"image must be an http(s) URL, got {url!r}")
+            item.image_url, item.image_alt = url, image.group("alt").strip()
+        elif meta:
             key, value = meta.group("key").casefold(), meta.group("value").strip()
             if key == "topics":
                 slugs = [s.strip() for s in value.split(",") if s.strip()]

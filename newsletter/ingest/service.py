@@ -10,7 +10,9 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
+from newsletter.ingest.cta import clean_item
 from newsletter.ingest.markdown import looks_like_markdown, parse_markdown
+from newsletter.ingest.subject import propose_subject
 from newsletter.ingest.text import normalise, parse_text
 from newsletter.ingest.types import IngestError, ParsedIssue
 from newsletter.models import Issue, Item, ItemTopic, Topic, utcnow
@@ -102,6 +104,9 @@ def ingest_text(
         sync_topics(session=session)
         taxonomy = taxonomy_from_db(session=session)
     parsed = parse_document(text, source_name=source_name, taxonomy=taxonomy)
+    for parsed_item in parsed.items:
+        parsed_item.paragraphs, parsed_item.link_text, parsed_item.link_url = clean_item(
+            parsed_item.paragraphs, parsed_item.link_text, parsed_item.link_url)
     topic_ids = {t.slug: t.id for t in session.exec(select(Topic)).all() if t.id is not None}
     check_topics(parsed, topic_ids, source_name=source_name)
 
@@ -111,6 +116,7 @@ def ingest_text(
         issue_date=issue_date or parsed.issue_date or utcnow().date(),
         source_name=source_name[-500:],
         source_hash=digest,
+        subject=_subject(parsed),
     )
     session.add(issue)
     session.flush()
@@ -125,6 +131,9 @@ def ingest_text(
             link_url=parsed_item.link_url[:2000],
             kind=parsed_item.kind,
             pinned=parsed_item.pinned,
+            excerpt=parsed_item.excerpt,
+            image_url=parsed_item.image_url[:2000],
+            image_alt=parsed_item.image_alt[:500],
         )
         session.add(item)
         session.flush()
@@ -143,6 +152,13 @@ def ingest_text(
             session.add(ItemTopic(item_id=item.id, topic_id=topic_ids[slug], source=source))
     session.flush()
     return IngestResult(issue.id, True, len(parsed.items), issue.title)
+
+
+def _subject(parsed: ParsedIssue) -> str:
+    """The proposed subject: pinned stories first, as every reader gets them."""
+    ordered = sorted(parsed.items, key=lambda i: not i.pinned)
+    body = "\n\n".join([parsed.intro, *(i.body for i in parsed.items)])
+    return propose_subject([i.headline for i in ordered], title=parsed.title, body_text=body)
 
 
 def ingest_file(*, session: Session, path: Path, issue_date: date | None = None) -> IngestResult:

@@ -29,6 +29,9 @@ class ParsedItem:
     pinned: bool = False
     line: int = 0  # where the headline is, for error messages
     topics_line: int = 0  # where explicit topics were given
+    excerpt: str = ""  # what the email shows (Markdown `Excerpt:`); empty: the first words
+    image_url: str = ""  # Markdown `![alt](https://...)`
+    image_alt: str = ""
 
     @property
     def body(self) -> str:

@@ -356,7 +356,8 @@ def _apply(request: Request, issue_id: int, change: Callable[[Session], object],
 
     def refused(exc: Exception) -> Response:
         values = {k: forms.text(form_of(request), k) for k in
-                  ("title", "intro", "headline", "body", "link_text", "link_url")}
+                  ("title", "intro", "subject", "headline", "body", "link_text", "link_url",
+                   "excerpt")}
         field = getattr(exc, "field", "") or "form"
         return issue_page(request, issue_id, errors={field: str(exc)},
                           error_item=item_id, values=values, status_code=400)
@@ -370,7 +371,9 @@ def issue_save(request: Request, issue_id: int) -> Response:
     form = form_of(request)
     return _apply(request, issue_id, lambda s: update_issue(
         session=s, issue_id=issue_id, title=forms.text(form, "title"),
-        intro=_long_text(form, "intro")), label="Saved the title and intro")
+        intro=_long_text(form, "intro"),
+        subject=forms.text(form, "subject") if "subject" in form else None),
+        label="Saved the title, subject and intro")
 
 
 @router.post("/issues/{issue_id:int}/undo")
@@ -404,7 +407,8 @@ def _item_fields(form: FormData) -> dict[str, Any]:
     """The item form's fields, as add_item and update_item take them."""
     return {"headline": forms.text(form, "headline"), "body": _long_text(form, "body"),
             "link_text": forms.text(form, "link_text"),
-            "link_url": _long_text(form, "link_url"), "topics": forms.texts(form, "topics")}
+            "link_url": _long_text(form, "link_url"), "topics": forms.texts(form, "topics"),
+            **({"excerpt": _long_text(form, "excerpt")} if "excerpt" in form else {})}
 
 
 @router.post("/issues/{issue_id:int}/items")
