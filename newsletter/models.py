@@ -262,3 +262,15 @@ class Click(SQLModel, table=True):
     issue_id: int = Field(index=True)
     item_id: int
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Branding (issue 10) -------------------------------------------------------------
+
+
+class SiteSetting(SQLModel, table=True):
+    """One console setting (newsletter name, sender, logo...) overriding the environment."""
+
+    key: str = Field(max_length=64, primary_key=True)
+    value: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=320)  # the editor's email

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     signup_cooldown_minutes: int = 15
     signup_rate_per_minute: int = 10
 
+    # --- Branding (issue 10): defaults for what owners set in /editor/settings ---
+    newsletter_name: str = ""  # empty: MAIL_FROM_NAME
+    logo_url: str = ""  # absolute URL of the emails' logo; empty: none (or one uploaded)
+    accent_color: str = "#1a56db"  # buttons and links in emails, #rrggbb
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:

@@ -48,13 +48,11 @@ def send_confirmation(subscriber_id: int) -> str:
         names = {t.slug: t.name for t in session.exec(select(Topic)).all()}
         name = " ".join(sub.name.split())
         rendered = render_email("confirm", {
-            "list_name": settings.mail_from_name,
             "greeting_name": name.split(" ", 1)[0] if name else "there",
             "email": sub.email,
             "topics": [names.get(s, s) for s in slugs],
             "confirm_url": signup.confirm_url(session=session, subscriber_id=sub.id),
             "valid_days": CONFIRM_VALID_DAYS,
-            "postal_address": settings.postal_address,
             "base_url": settings.base_url.rstrip("/"),
         })
         message = build_message(

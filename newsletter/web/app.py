@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.settings import settings
-from newsletter.web import api, public
+from newsletter.web import api, branding, public
 from newsletter.web.security import RateLimiter, SecurityMiddleware, check_secret
 from newsletter.web.templating import make_templates, render
 
@@ -79,6 +79,7 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
     app.include_router(public.router)
+    app.include_router(branding.router)  # issue 10: /branding/<logo>
     # The editors' console (issue 4) is its own package; include it when present so
     # the two can land independently.
     if importlib.util.find_spec("newsletter.web.editor") is not None:

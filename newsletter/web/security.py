@@ -31,7 +31,10 @@ CSRF_MAX_AGE = 2 * 24 * 3600  # a form left open over a weekend still submits
 HONEYPOT_FIELD = "website"  # hidden from people; bots fill in anything called "website"
 MAX_BODY_BYTES = 64 * 1024
 # The one form that takes a whole roundup file (1 MB) plus the form around it.
-LARGE_BODY_PATHS = {"/editor/issues/new": 1024 * 1024 + 64 * 1024}
+LARGE_BODY_PATHS = {"/editor/issues/new": 1024 * 1024 + 64 * 1024,
+                    # issue 10: the logo (200 KB; larger ones get the form's own message)
+                    "/editor/settings": 4 * 1024 * 1024,
+                    "/editor/settings/preview": 4 * 1024 * 1024}
 EMBED_FORM_PATH = "/subscribe/embed/form"
 
 
@@ -304,7 +307,8 @@ async def _send_413(send: Send, scope: Scope, nonce: str) -> None:
 
 def is_email_preview(path: str) -> bool:
     """The editors' preview iframe: an email's own HTML, framed only by our pages."""
-    return path.startswith("/editor/issues/") and path.endswith("/preview/frame")
+    return (path.startswith("/editor/issues/") and path.endswith("/preview/frame")
+            or path == "/editor/settings/preview")  # issue 10
 
 
 # Emails carry inline <style> and remote images; no script may run, nothing is submitted.

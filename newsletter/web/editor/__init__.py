@@ -1,7 +1,14 @@
 """The editors' console under /editor: log in, edit and preview issues, run the checks,
 test-send, approve and send, and watch the dashboard."""
 
-from newsletter.web.editor import auth, dashboard, issues, preview, sending  # noqa: F401
+from newsletter.web.editor import (  # noqa: F401
+    auth,
+    dashboard,
+    issues,
+    preview,
+    sending,
+    settings_page,  # issue 10
+)
 from newsletter.web.editor.routing import ALL_METHODS, router, unknown_path
 
 # Last, so it only answers what no real route matched (a wrong method included).

@@ -1,0 +1,30 @@
+"""sitesetting: branding set in the console (issue 10)
+
+Revision ID: 0120
+Revises: 0004
+Create Date: 2026-12-01
+"""
+from alembic import op
+import sqlalchemy as sa
+import sqlmodel.sql.sqltypes
+
+
+revision = '0120'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        'sitesetting',
+        sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column('value', sa.Text(), nullable=False),
+        sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column('updated_by', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
+        sa.PrimaryKeyConstraint('key'),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('sitesetting')

@@ -1,0 +1,79 @@
+// Settings page: the email preview follows the form as it is typed. The form is
+// posted into the sandboxed preview frame (as the Preview button does without
+// JavaScript), debounced; nothing is saved until "Save settings".
+(function () {
+  "use strict";
+  var form = document.getElementById("settings-form");
+  var frame = document.getElementById("settings-preview");
+  var button = document.getElementById("btn-preview");
+  if (!form || !frame || !button) { return; }
+  var state = document.getElementById("preview-state");
+  var logo = document.getElementById("logo");
+  var text = document.getElementById("accent_color");
+  var picker = document.getElementById("accent_picker");
+  var timer = 0;
+
+  function say(message) { if (state) { state.textContent = message; } }
+
+  function preview() {
+    var action = form.getAttribute("action");
+    var target = form.getAttribute("target");
+    form.setAttribute("action", button.getAttribute("formaction"));
+    form.setAttribute("target", button.getAttribute("formtarget"));
+    form.submit();  // no submit event and no validation: a half-typed value is fine here
+    form.setAttribute("action", action);
+    if (target) { form.setAttribute("target", target); } else { form.removeAttribute("target"); }
+    say("updating…");
+  }
+
+  function later() {
+    clearTimeout(timer);
+    timer = setTimeout(preview, 400);
+  }
+
+  // Too big a logo is refused here at once rather than uploaded on every keystroke.
+  function logoTooBig() {
+    var max = Number(logo.dataset.maxBytes || 0);
+    var file = logo.files && logo.files[0];
+    var old = document.getElementById("logo-size-error");
+    if (old) { old.remove(); }
+    if (!file || !max || file.size <= max) { return false; }
+    var p = document.createElement("p");
+    p.className = "field-error";
+    p.id = "logo-size-error";
+    p.setAttribute("role", "alert");
+    p.textContent = "The file is " + Math.round(file.size / 1024) + " KB; a logo can be at most " +
+      Math.round(max / 1024) + " KB. Export it smaller.";
+    logo.insertAdjacentElement("afterend", p);
+    logo.value = "";
+    return true;
+  }
+
+  form.addEventListener("input", function (event) {
+    if (event.target === picker) { return; }
+    later();
+  });
+  form.addEventListener("change", function (event) {
+    if (event.target === logo && logoTooBig()) { return; }
+    if (event.target === logo || event.target.type === "checkbox" || event.target.tagName === "SELECT") {
+      clearTimeout(timer);
+      preview();
+    }
+  });
+  form.addEventListener("submit", function (event) {
+    if (event.submitter === button) { say("updating…"); }
+  });
+  frame.addEventListener("load", function () { say(""); });
+
+  // A colour picker beside the hex field (the field stays the source of truth).
+  if (picker && text) {
+    picker.hidden = false;
+    picker.addEventListener("input", function () {
+      text.value = picker.value;
+      later();
+    });
+    text.addEventListener("input", function () {
+      if (/^#[0-9a-fA-F]{6}$/.test(text.value)) { picker.value = text.value.toLowerCase(); }
+    });
+  }
+})();
