@@ -176,14 +176,15 @@ def _with_inbox_header(email_html: str, brand: Branding, subject: str,
     rows = [("From", sender), ("Reply-To", brand.reply_to or "(replies go to the sender)"),
             ("Subject", subject)]
     lines = "".join(
-        f'<div><span style="color:#6b7280;display:inline-block;min-width:5.5em">{name}</span>'
-        f"{html.escape(value)}</div>" for name, value in rows)
+        f'<span style="color:#6b7280">{name}</span><span>{html.escape(value)}</span>'
+        for name, value in rows)
     problems = "".join(
         f'<div style="color:#8a1c1c">{html.escape(branding.LABELS.get(k, k))}: '
         f"{html.escape(v)} (showing the saved value)</div>" for k, v in errors.items())
     strip = ('<div id="inbox-header" style="font:14px/1.5 Helvetica,Arial,sans-serif;'
              'background:#fff;border-bottom:1px solid #ddd;padding:8px 12px;'
-             f'overflow-wrap:anywhere">{lines}{problems}</div>')
+             f'overflow-wrap:anywhere"><div style="display:grid;grid-template-columns:auto 1fr;'
+             f'gap:0 12px">{lines}</div>{problems}</div>')
     match = _BODY_OPEN.search(email_html)
     if match is None:
         return strip + email_html
