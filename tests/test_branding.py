@@ -339,3 +339,9 @@ def test_digest_messages_carry_the_branding(session, make_issue, editor_client):
     assert str(msg["Reply-To"]) == "editors@acme-corp.co.uk"
     assert str(msg["List-Id"]).startswith("Acme Weekly <")
     assert "Acme Ltd, 2 Real Road" in msg.get_body(("html",)).get_content()
+
+
+def test_public_pages_show_the_saved_name_and_address(editor_client, anon_client):
+    editor_post(editor_client, "/editor/settings", GOOD, page="/editor/settings")
+    page = anon_client.get("/subscribe").text
+    assert "Acme Weekly" in page and "Acme Ltd, 2 Real Road, Leeds LS1 1AA" in page
