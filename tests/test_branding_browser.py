@@ -73,18 +73,14 @@ def test_change_the_logo_and_name_and_see_them_in_the_preview(session, live_serv
     frame.locator("text=Acme Ltd, 2 Real Road, Leeds").first.wait_for()
     assert _frame_image_loaded(page)
     screenshot(page, "settings-saved", widths=(375,))
+    _oversized_logo_is_refused_before_uploading(page)
     # Chromium paints a sandboxed (out-of-process) frame only once it is on screen.
     page.locator("#settings-preview").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(SCREENSHOTS / "settings-preview-375.png"))
 
 
-def test_an_oversized_logo_is_refused_in_the_page_before_uploading(session, live_server,
-                                                                  browser_page):
-    account = create_editor(session)
-    page = browser_page
-    _login(page, live_server, account)
-    page.goto(f"{live_server.url}/editor/settings")
+def _oversized_logo_is_refused_before_uploading(page):
     big = b"\x89PNG\r\n\x1a\n" + b"\0" * (250 * 1024)
     page.set_input_files("#logo", files=[{"name": "big.png", "mimeType": "image/png",
                                           "buffer": big}])

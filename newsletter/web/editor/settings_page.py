@@ -23,7 +23,7 @@ from newsletter import branding
 from newsletter.branding import Branding, BrandingError, Logo
 from newsletter.composer import compose, load_issue
 from newsletter.models import Issue
-from newsletter.render import PERSONAL_KEYS, digest_context, render_email
+from newsletter.render import PERSONAL_KEYS, TemplateError, digest_context, render_email
 from newsletter.settings import settings
 from newsletter.signup import CONFIRM_VALID_DAYS
 from newsletter.web.editor.routing import (
@@ -129,6 +129,13 @@ def settings_save(request: Request) -> Response:
             return page(request, "settings.html",
                         _form_context(session, values=values, errors=exc.errors),
                         status_code=400)
+        except OSError as exc:  # DATA_DIR not writable: the operator's to fix, say so
+            session.rollback()
+            return page(request, "settings.html", _form_context(
+                session, values=values,
+                errors={"logo": f"The logo could not be stored ({exc.strerror or exc}); "
+                                "nothing was saved. Check that DATA_DIR/branding/ is "
+                                "writable by the web app."}), status_code=500)
         except IntegrityError:
             session.rollback()
             return page(request, "settings.html", _form_context(
@@ -205,8 +212,13 @@ def _preview_response(request: Request, form: FormData | None) -> Response:
                 # Not saved yet: show the chosen file itself (the frame allows data: images).
                 brand = replace(brand, logo_url=logo.data_url(), logo_width=logo.width)
             sample = str(form.get("sample") or "confirm")
-        subject, email_html = _sample_email(session, brand,
-                                            sample if sample in SAMPLES else "confirm")
+        try:
+            subject, email_html = _sample_email(session, brand,
+                                                sample if sample in SAMPLES else "confirm")
+        except TemplateError as exc:  # someone's template edit broke it: say where
+            return HTMLResponse(f"<!doctype html><p>The email can't be rendered: "
+                                f"{html.escape(str(exc))}</p>", status_code=500,
+                                headers={"cache-control": "no-store"})
     return HTMLResponse(_with_inbox_header(email_html, brand, subject, errors),
                         headers={"cache-control": "no-store"})
 
