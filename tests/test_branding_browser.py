@@ -39,6 +39,17 @@ def test_change_the_logo_and_name_and_see_them_in_the_preview(session, live_serv
     assert frame.locator("img").count() == 0  # no logo yet
     screenshot(page, "settings-empty")
 
+    # A refused value comes back with its message beside the field, as typed.
+    page.fill("#accent_color", "#ffee00")
+    page.click("#btn-save")
+    page.locator("#accent_color-error").wait_for()
+    assert "too light" in page.locator("#accent_color-error").inner_text()
+    assert page.input_value("#accent_color") == "#ffee00"
+    assert page.locator("#form-error").is_visible()
+    # The preview follows what was typed (naming the refused value), not the saved values.
+    frame.locator("text=showing the saved value").wait_for()
+    screenshot(page, "settings-error")
+
     # Choosing a file previews it at once, before anything is saved.
     page.set_input_files("#logo", files=[{"name": "acme.png", "mimeType": "image/png",
                                           "buffer": image_bytes("PNG", (480, 128))}])

@@ -135,7 +135,7 @@ def settings_save(request: Request) -> Response:
                 session, values=values,
                 errors={"logo": f"The logo could not be stored ({exc.strerror or exc}); "
                                 "nothing was saved. Check that DATA_DIR/branding/ is "
-                                "writable by the web app."}), status_code=500)
+                                "writable by the web app."}), status_code=503)
         except IntegrityError:
             session.rollback()
             return page(request, "settings.html", _form_context(

@@ -64,10 +64,13 @@
     if (event.submitter === button) { say("updating…"); }
   });
   frame.addEventListener("load", function () { say(""); });
+  // A form shown again with errors holds unsaved values: preview those, not the saved ones.
+  if (form.dataset.typed === "true") { preview(); }
 
   // A colour picker beside the hex field (the field stays the source of truth).
   if (picker && text) {
     picker.hidden = false;
+    if (/^#[0-9a-fA-F]{6}$/.test(text.value)) { picker.value = text.value.toLowerCase(); }
     picker.addEventListener("input", function () {
       text.value = picker.value;
       later();
