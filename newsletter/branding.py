@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import delete, update
@@ -105,17 +106,21 @@ class Branding:
 # --- reading -----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8)
+def _accent(value: str) -> str:
+    if COLOUR.match(value):
+        return value.lower()
+    # It ends up in CSS: never pass through something that isn't a colour.
+    log.warning("ACCENT_COLOR %r is not #rrggbb; using %s", value, DEFAULT_ACCENT)
+    return DEFAULT_ACCENT
+
+
 def defaults() -> Branding:
     """The environment's values: what a field left empty in the console falls back to."""
-    accent = settings.accent_color
-    if not COLOUR.match(accent):
-        # It ends up in CSS: never pass through something that isn't a colour.
-        log.warning("ACCENT_COLOR %r is not #rrggbb; using %s", accent, DEFAULT_ACCENT)
-        accent = DEFAULT_ACCENT
     return Branding(
         newsletter_name=settings.newsletter_name or settings.mail_from_name,
         logo_url=settings.logo_url,
-        accent_color=accent.lower(),
+        accent_color=_accent(settings.accent_color),
         mail_from_name=settings.mail_from_name,
         mail_from_address=settings.mail_from_address,
         reply_to=settings.reply_to,
@@ -167,7 +172,7 @@ def _rows_from(engine: Engine) -> dict[str, str]:
         # Not migrated yet, or the database is briefly away: keep what we knew.
         log.warning("branding settings unreadable, using %s: %s",
                     "the last values read" if cached else "the environment's", exc)
-        return cached[2] if cached is not None and cached[0] is engine else {}
+        rows = cached[2] if cached is not None and cached[0] is engine else {}
     # Keyed on the engine object: a new database (tests, forked workers) reads afresh.
     _cache = (engine, now + CACHE_SECONDS, rows)
     return rows

@@ -349,3 +349,20 @@ def test_public_pages_show_the_saved_name_and_address(editor_client, anon_client
     editor_post(editor_client, "/editor/settings", GOOD, page="/editor/settings")
     page = anon_client.get("/subscribe").text
     assert "Acme Weekly" in page and "Acme Ltd, 2 Real Road, Leeds LS1 1AA" in page
+
+
+def test_an_unmigrated_database_means_the_environment_values(tmp_path, monkeypatch, caplog):
+    import sqlite3
+
+    from newsletter import db
+
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).close()  # exists, no tables
+    monkeypatch.setattr(settings, "database_url", f"sqlite:///{path}")
+    db.reset_engine()
+    try:
+        assert branding.current() == branding.defaults()
+        assert branding.current() == branding.defaults()
+    finally:
+        db.reset_engine()
+    assert sum("branding settings unreadable" in r.message for r in caplog.records) == 1
