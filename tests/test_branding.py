@@ -317,6 +317,16 @@ def test_the_preview_can_show_the_latest_digest(editor_client, make_issue):
     assert "Acme Ltd, 2 Real Road" in response.text
 
 
+def test_in_production_the_page_refuses_example_values(editor_client, session, monkeypatch):
+    monkeypatch.setattr(settings, "environment", "production")
+    response = settings_post(editor_client, {**GOOD, "mail_from_address": "news@example.org",
+                                             "postal_address": ""})
+    assert response.status_code == 400
+    assert "news@example.org is an example address" in response.text
+    assert "built-in example address" in response.text
+    assert rows(session) == {}
+
+
 def test_settings_post_needs_csrf(editor_client, session):
     response = editor_client.post("/editor/settings", data=GOOD)
     assert response.status_code == 403
