@@ -50,6 +50,7 @@ def test_change_the_logo_and_name_and_see_them_in_the_preview(session, live_serv
     frame.locator("text=showing the saved value").wait_for()
     screenshot(page, "settings-error")
 
+    history = page.evaluate("history.length")
     # Choosing a file previews it at once, before anything is saved.
     page.set_input_files("#logo", files=[{"name": "acme.png", "mimeType": "image/png",
                                           "buffer": image_bytes("PNG", (480, 128))}])
@@ -61,6 +62,8 @@ def test_change_the_logo_and_name_and_see_them_in_the_preview(session, live_serv
     frame.locator("text=Acme Weekly").first.wait_for()
     assert "#0b6e4f" in frame.locator("html").evaluate("h => h.outerHTML")
     assert branding.stored(session=session) == {}  # previewing saves nothing
+    assert page.evaluate("history.length") == history  # Back still leaves the page
+    assert page.locator("iframe").count() == 1
 
     page.fill("#postal_address", "Acme Ltd, 2 Real Road, Leeds")
     page.click("#btn-save")

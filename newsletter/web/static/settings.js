@@ -1,6 +1,10 @@
 // Settings page: the email preview follows the form as it is typed. The form is
-// posted into the sandboxed preview frame (as the Preview button does without
-// JavaScript), debounced; nothing is saved until "Save settings".
+// posted into a sandboxed frame (as the Preview button does without JavaScript),
+// debounced; nothing is saved until "Save settings".
+//
+// Each preview loads in a fresh, hidden frame that replaces the shown one when it has
+// loaded: no flash of an empty frame, and no history entry per keystroke (reloading
+// one frame would add one each time, and Back would step through the previews).
 (function () {
   "use strict";
   var form = document.getElementById("settings-form");
@@ -12,14 +16,36 @@
   var text = document.getElementById("accent_color");
   var picker = document.getElementById("accent_picker");
   var timer = 0;
+  var latest = 0;
 
   function say(message) { if (state) { state.textContent = message; } }
 
   function preview() {
+    clearTimeout(timer);
+    latest += 1;
+    var mine = latest;
+    var next = document.createElement("iframe");
+    next.name = "settings-preview-" + mine;
+    next.className = frame.className;
+    next.title = frame.title;
+    next.setAttribute("sandbox", "");
+    next.hidden = true;
+    frame.insertAdjacentElement("afterend", next);
+    var sent = false;
+    next.addEventListener("load", function () {
+      if (!sent) { return; }  // the empty document a new frame starts with
+      if (mine !== latest) { next.remove(); return; }  // a newer preview is on its way
+      frame.remove();
+      next.id = "settings-preview";
+      next.hidden = false;
+      frame = next;
+      say("");
+    });
     var action = form.getAttribute("action");
     var target = form.getAttribute("target");
     form.setAttribute("action", button.getAttribute("formaction"));
-    form.setAttribute("target", button.getAttribute("formtarget"));
+    form.setAttribute("target", next.name);
+    sent = true;
     form.submit();  // no submit event and no validation: a half-typed value is fine here
     form.setAttribute("action", action);
     if (target) { form.setAttribute("target", target); } else { form.removeAttribute("target"); }
@@ -50,22 +76,17 @@
   }
 
   form.addEventListener("input", function (event) {
-    if (event.target === picker) { return; }
+    if (event.target === picker || event.target === logo) { return; }
     later();
   });
   form.addEventListener("change", function (event) {
-    if (event.target === logo && logoTooBig()) { return; }
-    if (event.target === logo || event.target.type === "checkbox" || event.target.tagName === "SELECT") {
-      clearTimeout(timer);
-      preview();
-    }
+    var el = event.target;
+    if (el === logo && logoTooBig()) { return; }
+    if (el === logo || el.type === "checkbox" || el.tagName === "SELECT") { preview(); }
   });
   form.addEventListener("submit", function (event) {
-    if (event.submitter === button) { say("updating…"); }
+    if (event.submitter === button) { event.preventDefault(); preview(); }
   });
-  frame.addEventListener("load", function () { say(""); });
-  // A form shown again with errors holds unsaved values: preview those, not the saved ones.
-  if (form.dataset.typed === "true") { preview(); }
 
   // A colour picker beside the hex field (the field stays the source of truth).
   if (picker && text) {
@@ -79,4 +100,6 @@
       if (/^#[0-9a-fA-F]{6}$/.test(text.value)) { picker.value = text.value.toLowerCase(); }
     });
   }
+  // A form shown again with errors holds unsaved values: preview those, not the saved ones.
+  if (form.dataset.typed === "true") { preview(); }
 })();
