@@ -8,10 +8,11 @@ a fresh install looks exactly as its environment says until someone saves the fo
 it keeps the database rows for a few seconds per process; saving forgets them at once
 in the saving process, and other processes see the change within CACHE_SECONDS.
 
-Logos are PNG, JPEG or GIF (never SVG: it can carry script), 200 KB at most, stored
-under DATA_DIR/branding/ named by their content hash (so they can be cached forever)
-and served by the web app at /branding/<file> (newsletter/web/branding.py). Old logo
-files are kept: emails already in inboxes still point at them.
+Logos are PNG, JPEG or GIF (never SVG: it can carry script), 200 KB at most, named by
+their content hash (so they can be cached forever), stored in the database
+(`BrandingAsset`) and cached under DATA_DIR/branding/, and served by the web app at
+/branding/<file> (newsletter/web/branding.py). Old logos are kept: emails already in
+inboxes still point at them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqlmodel import Session, col, select
 
 from newsletter import db
 from newsletter.errors import UserError
-from newsletter.models import SiteSetting, utcnow
+from newsletter.models import BrandingAsset, SiteSetting, utcnow
 from newsletter.settings import Settings, settings
 from newsletter.subscribers import SubscriberError, normalise_email
 
@@ -379,16 +380,31 @@ def draft(values: Mapping[str, str], *, session: Session, logo: Logo | None = No
 # --- saving ------------------------------------------------------------------------------
 
 
-def store_logo(logo: Logo) -> str:
-    """Write the logo under DATA_DIR/branding/ (atomically; same bytes, same name)."""
+def write_logo_file(filename: str, data: bytes) -> Path:
+    """Write a logo under DATA_DIR/branding/ (atomically; same bytes, same name)."""
     folder = logo_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / logo.filename
+    path = folder / filename
     if not path.exists():
-        tmp = folder / f".{logo.filename}.{os.getpid()}.tmp"
-        tmp.write_bytes(logo.data)
+        tmp = folder / f".{filename}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
         os.replace(tmp, path)
+    return path
+
+
+def store_logo(logo: Logo, *, session: Session) -> str:
+    """Keep the logo in the database (the copy every machine can read) and on disk."""
+    if session.get(BrandingAsset, logo.filename) is None:
+        session.add(BrandingAsset(filename=logo.filename, data=logo.data))
+        session.flush()
+    write_logo_file(logo.filename, logo.data)
     return logo.filename
+
+
+def logo_bytes(*, session: Session, filename: str) -> bytes | None:
+    """A stored logo's bytes, for a machine whose DATA_DIR/branding/ lacks the file."""
+    asset = session.get(BrandingAsset, filename)
+    return bytes(asset.data) if asset is not None else None
 
 
 def save(*, session: Session, values: Mapping[str, str], editor_email: str,
@@ -405,7 +421,7 @@ def save(*, session: Session, values: Mapping[str, str], editor_email: str,
     if errors:
         raise BrandingError(errors)
     if logo is not None and not remove_logo:
-        store_logo(logo)
+        store_logo(logo, session=session)
     now = utcnow()
     for key, value in changes.items():
         if value == "" and key in TEXT_FIELDS + (LOGO_WIDTH_KEY,):
@@ -435,4 +451,4 @@ def last_change(*, session: Session) -> SiteSetting | None:
 
 
 __all__ = ["Branding", "BrandingError", "Logo", "check_logo", "current", "defaults", "draft",
-           "forget", "last_change", "save", "store_logo"]
+           "forget", "last_change", "logo_bytes", "save", "store_logo", "write_logo_file"]

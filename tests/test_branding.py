@@ -281,6 +281,18 @@ def test_the_logo_is_served_with_its_type_and_a_long_cache(editor_client, anon_c
         assert anon_client.get(f"/branding/{bad}").status_code == 404
 
 
+def test_a_machine_without_the_logo_file_serves_it_from_the_database(
+        editor_client, anon_client, session):
+    png = image_bytes()
+    settings_post(editor_client, {}, files={"logo": ("l.png", png, "image/png")})
+    filename = rows(session)["logo"]
+    (branding.logo_dir() / filename).unlink()  # another web machine, or a wiped disk
+    served = anon_client.get(f"/branding/{filename}")
+    assert served.status_code == 200 and served.content == png
+    assert served.headers["content-type"] == "image/png"
+    assert (branding.logo_dir() / filename).read_bytes() == png  # cached again
+
+
 def test_the_logo_can_be_removed(editor_client, session):
     settings_post(editor_client, {}, files={"logo": ("l.png", image_bytes(), "image/png")})
     assert branding.current().logo_url.startswith(f"{settings.base_url}/branding/")

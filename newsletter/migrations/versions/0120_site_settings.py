@@ -1,4 +1,4 @@
-"""sitesetting: branding set in the console (issue 10)
+"""sitesetting, brandingasset: branding set in the console (issue 10)
 
 Revision ID: 0120
 Revises: 0004
@@ -24,7 +24,15 @@ def upgrade() -> None:
         sa.Column('updated_by', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
         sa.PrimaryKeyConstraint('key'),
     )
+    op.create_table(
+        'brandingasset',
+        sa.Column('filename', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column('data', sa.LargeBinary(), nullable=False),
+        sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint('filename'),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('brandingasset')
     op.drop_table('sitesetting')
