@@ -140,7 +140,7 @@ def test_outside_production_example_addresses_are_fine(session):
     (b"%PDF-1.7 hello", "not a PNG, JPEG or GIF"),
     (b"", "empty"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * (200 * 1024), "at most 200 KB"),
-])
+], ids=["svg-with-script", "bare-svg", "broken-gif", "pdf", "empty", "oversized"])
 def test_logo_checks_refuse_what_is_not_a_small_png_jpeg_or_gif(data, message):
     with pytest.raises(BrandingError) as caught:
         branding.check_logo(data)
