@@ -8,7 +8,7 @@ import pytest
 from newsletter import branding
 from tests.fixtures.editor import create_editor
 from tests.fixtures.web import SCREENSHOTS, screenshot
-from tests.test_branding import image_bytes
+from tests.test_branding import image_bytes, promote_to_owner
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,6 +30,7 @@ def _frame_image_loaded(page) -> bool:
 def test_change_the_logo_and_name_and_see_them_in_the_preview(session, live_server,
                                                              browser_page):
     account = create_editor(session)
+    promote_to_owner(session, account.id)
     page = browser_page
     _login(page, live_server, account)
     page.click("nav.editor-nav >> text=Settings")
@@ -107,6 +108,7 @@ def _oversized_logo_is_refused_before_uploading(page):
 def test_without_javascript_the_preview_button_shows_the_typed_values(
         session, live_server, _chromium):
     account = create_editor(session)
+    promote_to_owner(session, account.id)
     context = _chromium.new_context(java_script_enabled=False, viewport={"width": 375,
                                                                           "height": 800})
     try:

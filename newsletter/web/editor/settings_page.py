@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -26,6 +27,7 @@ from newsletter.models import Issue
 from newsletter.render import PERSONAL_KEYS, TemplateError, digest_context, render_email
 from newsletter.settings import settings
 from newsletter.signup import CONFIRM_VALID_DAYS
+from newsletter.web.editor import routing
 from newsletter.web.editor.routing import (
     current_editor,
     db_session,
@@ -36,13 +38,17 @@ from newsletter.web.editor.routing import (
     router,
 )
 
-SAMPLES = {"confirm": "Confirmation email", "digest": "Latest issue's digest"}
+SAMPLES = {"welcome": "Welcome email", "confirm": "Confirmation email",
+           "digest": "Latest issue's digest"}
 SAMPLE_PERSON = {"name": "Ana Example", "greeting_name": "Ana", "email": "ana@example.org"}
 
 
 def _owners_only(request: Request) -> Response | None:
-    """403 unless the editor is an owner. Stand-in for routing.owners_only (issue 10's
-    team work, another branch): editors without a role column count as owners."""
+    """403 unless the editor is an owner: routing.owners_only where the team's roles
+    exist (issue 10, another branch); until then every editor counts as an owner."""
+    shared = getattr(routing, "owners_only", None)
+    if shared is not None:
+        return cast(Response | None, shared(request))
     if getattr(current_editor(request), "role", "owner") == "owner":
         return None
     return error_page(request, "Owners only",
@@ -79,7 +85,7 @@ def _remove_logo(form: FormData) -> bool:
 
 def _form_context(session: Session, *, values: dict[str, str] | None = None,
                   errors: dict[str, str] | None = None, notice: str = "",
-                  sample: str = "confirm") -> dict[str, Any]:
+                  sample: str = "") -> dict[str, Any]:
     rows = branding.stored(session=session)
     brand = branding.current(session=session)
     if values is None:
@@ -89,7 +95,8 @@ def _form_context(session: Session, *, values: dict[str, str] | None = None,
         "defaults": branding.defaults(), "brand": brand, "labels": branding.LABELS,
         # An uploaded logo by its path: the page's CSP allows images from this site only.
         "logo_src": brand.logo_url.removeprefix(settings.base_url.rstrip("/")),
-        "last": branding.last_change(session=session), "samples": SAMPLES, "sample": sample,
+        "last": branding.last_change(session=session), "samples": samples(),
+        "sample": sample if sample in samples() else next(iter(samples())),
         "max_logo_kb": branding.LOGO_MAX_BYTES // 1024,
         "production": settings.environment == "production",
     }
@@ -148,10 +155,27 @@ def settings_save(request: Request) -> Response:
 # --- the preview ------------------------------------------------------------------------
 
 
+def samples() -> dict[str, str]:
+    """The emails the preview can show: the welcome email once its template exists."""
+    welcome = Path(settings.templates_dir) / "emails" / "welcome" / "body.mjml"
+    return {k: v for k, v in SAMPLES.items() if k != "welcome" or welcome.is_file()}
+
+
 def _sample_email(session: Session, brand: Branding, sample: str) -> tuple[str, str]:
     """(subject, HTML) of the chosen email rendered with `brand`."""
     context = brand.email_context()
     base = settings.base_url.rstrip("/")
+    if sample == "welcome":
+        rendered = render_email("welcome", {
+            **context, "greeting_name": SAMPLE_PERSON["greeting_name"],
+            "topics": ["Fintech", "Logistics"], "only_my_topics": False,
+            "weekday": "Monday", "next_send": "on Monday around 09:00",
+            "latest_url": f"{base}/issues", "latest_title": "This week's roundup",
+            "manage_url": f"{base}/manage/preview",
+            "unsubscribe_url": f"{base}/unsubscribe/preview",
+            "base_url": base,
+        })
+        return rendered.subject, rendered.html
     if sample == "digest":
         latest = session.exec(select(Issue).order_by(col(Issue.issue_date).desc(),
                                                      col(Issue.id).desc()).limit(1)).first()
@@ -202,7 +226,7 @@ def _preview_response(request: Request, form: FormData | None) -> Response:
     with db_session() as session:
         errors: dict[str, str] = {}
         if form is None:
-            brand, sample = branding.current(session=session), "confirm"
+            brand, sample = branding.current(session=session), ""
         else:
             logo, logo_errors = _upload(form)
             brand, _, errors = branding.draft(_text_values(form), session=session, logo=logo,
@@ -211,10 +235,11 @@ def _preview_response(request: Request, form: FormData | None) -> Response:
             if logo is not None and not _remove_logo(form):
                 # Not saved yet: show the chosen file itself (the frame allows data: images).
                 brand = replace(brand, logo_url=logo.data_url(), logo_width=logo.width)
-            sample = str(form.get("sample") or "confirm")
+            sample = str(form.get("sample") or "")
         try:
-            subject, email_html = _sample_email(session, brand,
-                                                sample if sample in SAMPLES else "confirm")
+            choices = samples()
+            subject, email_html = _sample_email(
+                session, brand, sample if sample in choices else next(iter(choices)))
         except TemplateError as exc:  # someone's template edit broke it: say where
             return HTMLResponse(f"<!doctype html><p>The email can't be rendered: "
                                 f"{html.escape(str(exc))}</p>", status_code=500,
