@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str = "unsubscribe@roundup.example"
     postal_address: str = "Roundup Newsletter, 1 Example Street, London EC1A 1AA, United Kingdom"
 
+    # --- Branding (issue 10): defaults for what owners set in /editor/settings ---
+    newsletter_name: str = ""  # empty: MAIL_FROM_NAME
+    logo_url: str = ""  # absolute URL of the emails' logo; empty: none (or one uploaded)
+    accent_color: str = "#1a56db"  # buttons and links in emails, #rrggbb
+
     smtp_host: str = ""  # empty: the local mail catcher
     smtp_port: int = 1025
     smtp_username: str = ""
@@ -59,11 +64,6 @@ class Settings(BaseSettings):
 
     signup_cooldown_minutes: int = 15
     signup_rate_per_minute: int = 10
-
-    # --- Branding (issue 10): defaults for what owners set in /editor/settings ---
-    newsletter_name: str = ""  # empty: MAIL_FROM_NAME
-    logo_url: str = ""  # absolute URL of the emails' logo; empty: none (or one uploaded)
-    accent_color: str = "#1a56db"  # buttons and links in emails, #rrggbb
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
