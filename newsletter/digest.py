@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from newsletter import branding
 from newsletter.composer import ChosenItem, Composition, IssueContent
 from newsletter.engagement.links import issue_path, story_path
 from newsletter.ingest.cta import sentences
@@ -312,6 +313,7 @@ def digest_context(
     items: list[dict[str, Any]] = [story for section in sections for story in section["items"]]
     summary, short_summary = _summary(issue, composition)
     d = issue.issue_date
+    brand = branding.current()  # name, logo and footer set in /editor/settings (issue 10)
     return {
         "issue": {
             "id": issue.id,
@@ -321,8 +323,8 @@ def digest_context(
             "url": issue_url(issue),
         },
         "subject": extras.subject.strip() or issue.title,
-        "masthead": settings.newsletter_name or settings.mail_from_name,
-        "logo_url": settings.logo_url if settings.logo_url.startswith("https://") else "",
+        "masthead": brand.newsletter_name,
+        "logo_url": brand.logo_url,
         "preheader": _preheader(short_summary, [s["short_headline"] for s in items]),
         "preheader_spacer": PREHEADER_SPACER,
         "summary": summary,
@@ -336,7 +338,7 @@ def digest_context(
         "items": items,
         "personal": personal,
         "test": test,
-        "list_name": settings.mail_from_name,
+        "list_name": brand.newsletter_name,
         "base_url": settings.base_url.rstrip("/"),
-        "postal_address": settings.postal_address,
+        "postal_address": brand.postal_address,
     }

@@ -29,6 +29,7 @@ from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from pathlib import Path
 
+from newsletter import branding  # issue 10: sender from the console
 from newsletter.render import (
     PersonalValues,
     Recipient,
@@ -224,13 +225,14 @@ def _boundary() -> bytes:
 
 
 def _static_headers(subject: str, *, list_headers: bool, boundary: bytes) -> bytes:
+    brand = branding.current()  # issue 10: From, Reply-To and list name set in the console
     lines = [
-        address_header("From", settings.mail_from_name, settings.mail_from_address),
-        address_header("Reply-To", "", settings.reply_to) if settings.reply_to else b"",
+        address_header("From", brand.mail_from_name, brand.mail_from_address),
+        address_header("Reply-To", "", brand.reply_to) if brand.reply_to else b"",
         fold_header("Subject", subject),
     ]
     if list_headers:
-        lines.append(fold_header("List-Id", f"{settings.mail_from_name} <{settings.list_id}>"))
+        lines.append(fold_header("List-Id", f"{brand.newsletter_name} <{settings.list_id}>"))
         lines.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" + CRLF)
     lines.append(b"MIME-Version: 1.0" + CRLF)
     lines.append(b'Content-Type: multipart/alternative; boundary="' + boundary + b'"' + CRLF)
@@ -394,7 +396,7 @@ class MessageFactory:
     ) -> None:
         self.digest = digest
         self.issue_id = issue_id
-        self._domain = _domain_of(settings.mail_from_address)
+        self._domain = _domain_of(branding.current().mail_from_address)
         self._boundary = _boundary()
         self._static = _static_headers(
             subject if subject is not None else digest.subject,
@@ -444,7 +446,7 @@ def build_message(
 ) -> OutgoingMessage:
     """One message with finished bodies (confirmation emails, test sends)."""
     boundary = _boundary()
-    domain = _domain_of(settings.mail_from_address)
+    domain = _domain_of(branding.current().mail_from_address)
     message_id = _message_id(domain)
     head = [
         _date_header(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -338,3 +338,22 @@ class InboundMessage(SQLModel, table=True):
     issue_id: int | None = Field(default=None, index=True)
     detail: str = Field(default="", max_length=1000)
     received_at: datetime = Field(default_factory=utcnow, index=True)
+# --- Branding (issue 10) -------------------------------------------------------------
+
+
+class SiteSetting(SQLModel, table=True):
+    """One console setting (newsletter name, sender, logo...) overriding the environment."""
+
+    key: str = Field(max_length=64, primary_key=True)
+    value: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=320)  # the editor's email
+
+
+class BrandingAsset(SQLModel, table=True):
+    """An uploaded logo's bytes: DATA_DIR/branding/ is only a cache of these, so every
+    web machine (and one whose disk was wiped) can serve logos that emails point at."""
+
+    filename: str = Field(max_length=64, primary_key=True)  # <sha256 prefix>.<ext>
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 from mjml import mjml2html
 
-from newsletter import tokens
+from newsletter import branding, tokens  # branding: issue 10
 from newsletter.composer import Composition, IssueContent
 from newsletter.digest import DigestExtras, digest_context, load_extras
 from newsletter.settings import settings
@@ -130,6 +130,7 @@ def one_line(value: str) -> str:
 
 def render_email(name: str, context: Mapping[str, Any]) -> RenderedEmail:
     """Render `templates/emails/NAME/{subject.txt,body.mjml,body.txt}` with `context`."""
+    context = {**branding.current().email_context(), **context}  # issue 10: caller's values win
     subject = one_line(_render_file(f"{name}/subject.txt", context))
     mjml_source = _render_file(f"{name}/body.mjml", context)
     html = compile_mjml(mjml_source, name=f"{name}/body.mjml")

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str = "unsubscribe@roundup.example"
     postal_address: str = "Roundup Newsletter, 1 Example Street, London EC1A 1AA, United Kingdom"
 
+    # --- Branding (issues 9, 10): defaults for what owners set in /editor/settings ---
+    newsletter_name: str = ""  # the masthead and list name; empty: MAIL_FROM_NAME
+    logo_url: str = ""  # absolute URL of the emails' logo; empty: none (or one uploaded)
+    accent_color: str = "#1a56db"  # buttons and links in emails, #rrggbb
+
     smtp_host: str = ""  # empty: the local mail catcher
     smtp_port: int = 1025
     smtp_username: str = ""
@@ -58,8 +63,6 @@ class Settings(BaseSettings):
     send_retry_base_seconds: float = Field(default=30.0, gt=0)
 
     # --- The digest email and click links (issue 9) ---
-    newsletter_name: str = ""  # the masthead; empty: MAIL_FROM_NAME
-    logo_url: str = ""  # optional https:// image shown left of the name in the masthead
     track_clicks: bool = True  # story links go through /r/<token> and record one click
     track_opens: bool = False  # no open-tracking pixel unless set (not implemented)
 

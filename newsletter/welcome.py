@@ -94,7 +94,6 @@ def render_welcome(*, session: Session, subscriber_id: int) -> Welcome | None:
     slot = next_slot().astimezone(ZoneInfo(sub.timezone or "UTC"))
     name = " ".join(sub.name.split())
     email = render_email("welcome", {
-        "list_name": settings.mail_from_name,
         "greeting_name": name.split(" ", 1)[0] if name else "there",
         "topics": [names.get(s, s) for s in slugs],
         "only_my_topics": sub.only_my_topics,
@@ -104,7 +103,6 @@ def render_welcome(*, session: Session, subscriber_id: int) -> Welcome | None:
         "latest_title": latest.title if latest else "",
         "manage_url": tokens.manage_url(sub.id),
         "unsubscribe_url": tokens.unsubscribe_url(sub.id),
-        "postal_address": settings.postal_address,
         "base_url": base,
     })
     return Welcome(subscriber=sub, email=email)

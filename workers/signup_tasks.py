@@ -44,10 +44,8 @@ def _transactional_email(sub: Subscriber, template: str,
     assert sub.id is not None
     name = " ".join(sub.name.split())
     rendered = render_email(template, {
-        "list_name": settings.mail_from_name,
         "greeting_name": name.split(" ", 1)[0] if name else "there",
         "email": sub.email,
-        "postal_address": settings.postal_address,
         "base_url": settings.base_url.rstrip("/"),
         **context,
     })

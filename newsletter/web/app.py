@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from newsletter.preflight.secret import ensure_secret_key, key_problems
 from newsletter.ratelimit import Limiter
 from newsletter.settings import settings
-from newsletter.web import api, archive, clicks, public, webhooks
+from newsletter.web import api, archive, branding, clicks, public, webhooks
 from newsletter.web.security import (
     InsecureSecretError,
     SecurityMiddleware,
@@ -94,6 +94,7 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
     app.include_router(webhooks.router)  # issue 8: relay bounce/complaint webhooks
     app.include_router(archive.router)  # the public web archive (issue 9)
     app.include_router(clicks.router)  # /r/<token>: story links in digests (issue 9)
+    app.include_router(branding.router)  # issue 10: /branding/<logo>
     # The editors' console (issue 4) is its own package; include it when present so
     # the two can land independently.
     if importlib.util.find_spec("newsletter.web.editor") is not None:

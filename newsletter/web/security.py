@@ -39,6 +39,9 @@ LARGE_BODY_PATHS = {"/editor/issues/new": UPLOAD_BODY_BYTES}
 # Relay webhooks (issue 8): a bounce can carry the original message (Postmark's Content).
 LARGE_BODY_PATHS.update({f"/webhooks/bounces/{p}": 512 * 1024
                          for p in ("generic", "ses", "postmark", "mailgun")})
+# The branding settings form carries a logo (200 KB; larger ones get the form's message).
+LARGE_BODY_PATHS.update({"/editor/settings": 4 * 1024 * 1024,
+                         "/editor/settings/preview": 4 * 1024 * 1024})
 EMBED_FORM_PATH = "/subscribe/embed/form"
 
 
@@ -273,7 +276,8 @@ async def _send_413(send: Send, scope: Scope, nonce: str, max_body: int) -> None
 
 def is_email_preview(path: str) -> bool:
     """The editors' preview iframe: an email's own HTML, framed only by our pages."""
-    return path.startswith("/editor/issues/") and path.endswith("/preview/frame")
+    return (path.startswith("/editor/issues/") and path.endswith("/preview/frame")
+            or path == "/editor/settings/preview")  # issue 10
 
 
 # Emails carry inline <style> and remote images; no script may run, nothing is submitted.

@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.responses import Response
 
+from newsletter import branding
 from newsletter.settings import settings
 from newsletter.web.security import CSRF_FIELD, csrf_token, set_csrf_cookie
 
@@ -47,11 +48,12 @@ def render(
             CSRF_FIELD, csrf_token(request)
         )
 
+    brand = branding.current()  # issue 10: the name and address set in /editor/settings
     full: dict[str, Any] = {
-        "site_name": settings.mail_from_name,
+        "site_name": brand.newsletter_name,
         "csp_nonce": getattr(request.state, "csp_nonce", ""),
         "csrf_field": csrf_field,
-        "postal_address": settings.postal_address,
+        "postal_address": brand.postal_address,
         "errors": {},
         **(context or {}),
     }

@@ -8,6 +8,7 @@ from newsletter.web.editor import (  # noqa: F401
     preview,
     results,  # issue 9: per-story results
     sending,
+    settings_page,  # issue 10: branding
     subscribers,
     suppressions,  # issue 8
     team,
