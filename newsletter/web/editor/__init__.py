@@ -7,6 +7,7 @@ from newsletter.web.editor import (  # noqa: F401
     issues,
     preview,
     results,  # issue 9: per-story results
+    schedule_page,  # issue 10: send at a time, per reader's zone, confirm before sending
     sending,
     settings_page,  # issue 10: branding
     subscribers,
