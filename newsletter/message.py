@@ -410,7 +410,7 @@ class MessageFactory:
         self._html = _EncodedBody(digest.html_template)
 
     def build(self, recipient: Recipient) -> OutgoingMessage:
-        values = personal_values(recipient)
+        values = self.digest.values(recipient)
         message_id = _message_id(self._domain)
         data = b"".join(
             (

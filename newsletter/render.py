@@ -233,15 +233,20 @@ class PersonalValues:
         return _Values(escaped, self.subscriber_id, self.links)
 
 
-def personal_values(recipient: Recipient) -> PersonalValues:
+def personal_values(recipient: Recipient, issue_id: int | None = None) -> PersonalValues:
     name = one_line(recipient.name)
     token = tokens.make_token(tokens.UNSUBSCRIBE, recipient.subscriber_id)
+    # ?i=<issue> tells which issue's email the reader left from (for the issue's results);
+    # the page believes it only if that issue was sent to that reader.
+    unsubscribe_url = tokens.url_for_token("unsubscribe", token)
+    if issue_id:
+        unsubscribe_url += f"?i={int(issue_id)}"
     return PersonalValues(
         name=name,
         greeting_name=name.split(" ", 1)[0] if name else "there",
         email=one_line(recipient.email),
         manage_url=tokens.manage_url(recipient.subscriber_id),
-        unsubscribe_url=tokens.url_for_token("unsubscribe", token),
+        unsubscribe_url=unsubscribe_url,
         unsubscribe_token=token,
         subscriber_id=recipient.subscriber_id,
     )
@@ -259,13 +264,13 @@ class RenderedDigest:
     test: bool = False
 
     def values(self, recipient: Recipient) -> PersonalValues:
-        return personal_values(recipient)
+        return personal_values(recipient, None if self.test else self.issue_id)
 
     def personalise(
         self, recipient: Recipient, values: PersonalValues | None = None
     ) -> tuple[str, str]:
         """(html, text) for one recipient; personal values are HTML-escaped in the HTML."""
-        values = values or personal_values(recipient)
+        values = values or self.values(recipient)
         return self.html_template.fill(values.for_html()), self.text_template.fill(
             values.for_text()
         )

@@ -179,3 +179,37 @@ def test_the_unsubscribe_link_in_a_digest_is_the_one_click_endpoint(
     url = header.decode().strip().lstrip("<")
     assert TestClient(web_app).post(path_of(url), data=ONE_CLICK).status_code == 200
     assert _status(session, sub) == SubscriberStatus.unsubscribed
+
+
+def test_unsubscribing_from_an_issue_email_ties_the_event_to_that_issue(
+        client, session, make_subscriber, make_issue):
+    from newsletter.models import Delivery
+
+    sub = make_subscriber()
+    issue = make_issue(items=["A"], status="sent")
+    other = make_issue(items=["B"], status="sent")
+    session.add(Delivery(issue_id=issue.id, subscriber_id=sub.id, status="sent"))
+    session.commit()
+    assert client.post(_unsub(sub) + f"?i={issue.id}", data=ONE_CLICK).status_code == 200
+    event = session.exec(select(Event).where(Event.kind == EventKind.unsubscribed)).one()
+    assert event.issue_id == issue.id
+    # An issue that was never sent to the reader is not believed.
+    sub2 = make_subscriber()
+    client.post(_unsub(sub2) + f"?i={other.id}", data=ONE_CLICK)
+    events = session.exec(select(Event).where(Event.kind == EventKind.unsubscribed,
+                                              Event.subscriber_id == sub2.id)).all()
+    assert [e.issue_id for e in events] == [None]
+
+
+def test_digest_links_and_headers_name_the_issue(session, make_issue, make_subscriber):
+    from newsletter.composer import compose, load_issue
+    from newsletter.message import MessageFactory, Recipient
+    from newsletter.render import render_digest
+
+    issue = make_issue(items=["A"])
+    sub = make_subscriber(email="ana@example.org")
+    content = load_issue(session=session, issue_id=issue.id)
+    digest = render_digest(content, compose(content, followed=()))
+    data = MessageFactory(digest=digest, issue_id=issue.id).build(
+        Recipient(subscriber_id=sub.id, email=sub.email, name="")).data
+    assert f"?i={issue.id}>".encode() in data  # List-Unsubscribe

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -26,7 +26,7 @@ from newsletter import db, signup, tokens
 from newsletter import subscribers as subs
 from newsletter.engagement.interests import tracking_enabled
 from newsletter.engagement.preferences import engagement_view, follow_topic, set_click_tracking
-from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.models import Delivery, Subscriber, SubscriberStatus
 from newsletter.settings import settings
 from newsletter.signup import ERASED_SUFFIX, TRACKING_KEYS, SignupInvalid, SignupOutcome
 from newsletter.web import forms
@@ -560,7 +560,10 @@ def _delete(request: Request, session: Session, sub: Subscriber, token: str,
 def unsubscribe_page(request: Request, token: str) -> Response:
     if _read(tokens.UNSUBSCRIBE, token) is None:
         return _link_invalid(request)
-    return render(request, "unsubscribe.html", {"token": token})
+    issue_text = request.query_params.get("i", "")
+    return render(request, "unsubscribe.html", {
+        "token": token, "issue_id": int(issue_text) if issue_text.isdigit()
+        and len(issue_text) < 10 else None})
 
 
 @router.post("/unsubscribe/{token}")
@@ -579,19 +582,26 @@ async def unsubscribe_submit(request: Request, token: str) -> Response:
             return Response("This unsubscribe link is not valid.\n", media_type="text/plain",
                             status_code=404)
         return _link_invalid(request)
-    await run_in_threadpool(_unsubscribe_sync, token, source)
+    issue_text = request.query_params.get("i", "")
+    issue_id = int(issue_text) if issue_text.isdigit() and len(issue_text) < 10 else None
+    await run_in_threadpool(_unsubscribe_sync, token, source, issue_id)
     if one_click:
         return Response("You are unsubscribed.\n", media_type="text/plain")
     return render(request, "unsubscribed.html",
                   {"resubscribe_action": f"/unsubscribe/{token}/resubscribe"})
 
 
-def _unsubscribe_sync(token: str, source: str) -> None:
+def _unsubscribe_sync(token: str, source: str, issue_id: int | None = None) -> None:
     with db_session() as session:
         sub = _live_subscriber(session, _read(tokens.UNSUBSCRIBE, token))
         if sub is None or sub.id is None:
             return
-        subs.unsubscribe(session=session, subscriber_id=sub.id, source=source)
+        # The issue the link came from counts only if it was really sent to this reader.
+        sent = issue_id is not None and session.exec(
+            select(Delivery.id).where(Delivery.issue_id == issue_id,
+                                      Delivery.subscriber_id == sub.id)).first() is not None
+        subs.unsubscribe(session=session, subscriber_id=sub.id, source=source,
+                         issue_id=issue_id if sent else None)
         session.commit()
 
 
