@@ -802,7 +802,7 @@ def test_4xx_is_retried_by_the_worker_and_then_delivered(
     assert smtp_server.rcpt_attempts == [busy.email] * 3
     assert smtp_server.recipients() == [busy.email]
     [row] = rows(session, approved_issue.id)
-    assert row.attempts == 3
+    assert row.attempts == 2  # the two failed transactions; the one that worked is free
 
 
 def test_beat_firing_twice_sends_the_due_issue_once(
@@ -865,7 +865,7 @@ def test_greylisting_every_recipient_once_delivers_them_all(
     wait_until(lambda: done(approved_issue.id), timeout=30, message=celery_workers.logs)
     assert counts(approved_issue.id)["sent"] == 100
     assert Counter(smtp_server.recipients()) == Counter(r.email for r in readers)
-    assert {r.attempts for r in rows(session, approved_issue.id)} == {2}
+    assert {r.attempts for r in rows(session, approved_issue.id)} == {1}  # the greylisted one
 
 
 def test_a_stand_alone_worker_without_smtp_host_refuses_to_start(app_settings: object) -> None:
