@@ -520,10 +520,13 @@ def test_cancel_during_a_batch_stops_it_and_cancels_the_untried_rows(
 
     outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
 
-    assert len(hooked_smtp_server.messages) == 1
-    assert outcome.counts == {"sent": 1, "released": 2}
+    # The status is looked at every 50 ms: the transaction after the cancelled one may
+    # already have started; none after that.
+    sent = len(hooked_smtp_server.messages)
+    assert sent <= 2
+    assert outcome.counts == {"sent": sent, "released": 3 - sent}
     c = counts(approved_issue.id)
-    assert (c["sent"], c["cancelled"], c["pending"], c["sending"]) == (1, 2, 0, 0)
+    assert (c["sent"], c["cancelled"], c["pending"], c["sending"]) == (sent, 3 - sent, 0, 0)
     assert issue_status(session, approved_issue.id) == IssueStatus.cancelled
 
 
