@@ -46,6 +46,7 @@ log = logging.getLogger("newsletter.delivery")
 POLL_SECONDS = 0.05  # how often the status is read
 REFRESH_SECONDS = 2.0  # how often the lease is extended and the held rows re-read
 GROUP_MAX = 500  # outcomes per commit at most
+TICK_SECONDS = 0.01  # how long outcomes wait to be written, at most (plus the write)
 
 _MARK_SENT = (
     update(D)
@@ -114,15 +115,17 @@ class LedgerWriter(threading.Thread):
         stopping = False
         try:
             while not stopping:
+                # Wake on a tick rather than on every outcome: each wake-up takes the
+                # GIL from the event loop (measured: waking per message halved the rate).
+                time.sleep(TICK_SECONDS)
                 group: list[Any] = []
                 try:
-                    group.append(self._ops.get(timeout=POLL_SECONDS))
                     while len(group) < GROUP_MAX:
                         group.append(self._ops.get_nowait())
                 except queue.Empty:
                     pass
-                if group and group[-1] is _STOP:
-                    group.pop()
+                if _STOP in group:
+                    group.remove(_STOP)
                     stopping = True
                 now = time.monotonic()
                 poll = now - self._polled >= POLL_SECONDS
