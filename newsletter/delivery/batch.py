@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from newsletter.composer import Composition, IssueContent, load_issue
-from newsletter.delivery import replies
+from newsletter.delivery import pool, replies
 from newsletter.delivery.connection import RelayConnection, SessionRefused, relay_name
 from newsletter.delivery.ledger import (
     ClaimedRow,
@@ -139,7 +138,7 @@ def run_batch(*, session: Session, issue_id: int, batch: int) -> BatchOutcome:
             writer.start()
             try:
                 send = _Send(writer, work[0][2], outcome)
-                asyncio.run(send.run([(row, comp) for row, comp, _ in work]))
+                pool.run(send.run([(row, comp) for row, comp, _ in work]))
             finally:
                 writer.close()
             if writer.lost_marks:  # sent, but the row was no longer ours to mark
@@ -198,15 +197,12 @@ class _Send:
         # 5xx refusals since the relay last accepted a message, held back until it does:
         # a relay refusing everyone is refusing us, and those rows must not fail.
         self.suspects: list[tuple[ClaimedRow, Verdict]] = []
-        self.builder = ThreadPoolExecutor(1, thread_name_prefix="build")
+        self.retried: set[int] = set()  # rows given one uncharged retry (see _record)
 
     async def run(self, work: list[tuple[ClaimedRow, Composition]]) -> None:
         self.queue.extend(work)
         n = min(settings.smtp_max_connections, len(work))
-        try:
-            await asyncio.gather(*(self._connection() for _ in range(n)))
-        finally:
-            self.builder.shutdown(wait=True)
+        await asyncio.gather(*(self._connection() for _ in range(n)))
         if self.suspects and self.writer.may_start:
             self._settle_suspects()  # fewer than the threshold: they are the recipients' own
         self._hand_back_untried()
@@ -216,10 +212,12 @@ class _Send:
     async def _connection(self) -> None:
         loop = asyncio.get_running_loop()
         conn: RelayConnection | None = None
+        finished = False
         try:
             while (item := self._take()) is not None:
                 row, composition = item
-                message = await loop.run_in_executor(self.builder, self._build, row, composition)
+                message = await loop.run_in_executor(pool.builder(), self._build, row,
+                                                     composition)
                 if message is None:
                     continue
                 if conn is None or conn.closed:
@@ -227,7 +225,7 @@ class _Send:
                         self.open_connections -= 1
                         conn = None
                     try:
-                        conn = await RelayConnection.open()
+                        conn = await pool.pool.get()
                     except SessionRefused as exc:
                         self.queue.appendleft(item)
                         self._refused_session(exc.verdict)
@@ -239,11 +237,21 @@ class _Send:
                     self.queue.appendleft(item)
                     return
                 verdict = await conn.send(message.envelope_from, message.to, message.data)
+                if verdict.kind == replies.DOWN and row.id not in self.retried:
+                    # The connection died before the relay answered MAIL FROM (an idle
+                    # one the relay had just dropped): nothing was tried. Once, free.
+                    self.retried.add(row.id)
+                    self.queue.appendleft(item)
+                    continue
                 self._record(row, message, verdict)
+            finished = True
         finally:
             if conn is not None:
                 self.open_connections -= 1
-                await conn.quit()
+                if finished:
+                    pool.pool.put(conn)  # for the next batch in this process
+                else:
+                    conn.close()
 
     def _take(self) -> tuple[ClaimedRow, Composition] | None:
         """The next row to try, or None when there is none or we must stop."""
@@ -308,7 +316,7 @@ class _Send:
                 self.writer.release(rows, "not charged: the relay refused every recipient")
                 self.outcome.add("released", len(rows))
                 self.suspects = []
-        else:
+        else:  # retry, or down a second time for this row: tried and failed
             self._defer(row, verdict.reply)
 
     def _settle_suspects(self) -> None:

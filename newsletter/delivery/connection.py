@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from newsletter.delivery.replies import Verdict, classify, connection_lost
+from newsletter.delivery.replies import DOWN, Verdict, classify, connection_lost
 from newsletter.settings import settings
 
 
@@ -185,15 +185,16 @@ class RelayConnection:
         if "\r" in sender + rcpt or "\n" in sender + rcpt:
             raise ValueError("an SMTP address contains a line break")
         stage = "mail"
+        replies: list[Reply] = []
         try:
             async with asyncio.timeout(settings.smtp_timeout):
                 mail = f"MAIL FROM:<{sender}>\r\n".encode()
                 rcpt_to = f"RCPT TO:<{rcpt}>\r\n".encode()
                 if self.pipelining:
                     self._wire.write(mail + rcpt_to + b"DATA\r\n")
-                    replies = [await self._wire.reply() for _ in range(3)]
+                    for _ in range(3):
+                        replies.append(await self._wire.reply())
                 else:
-                    replies = []
                     for command in (mail, rcpt_to, b"DATA\r\n"):
                         self._wire.write(command)
                         replies.append(await self._wire.reply())
@@ -209,7 +210,10 @@ class RelayConnection:
                 final = await self._wire.reply()
         except (ConnectionLost, TimeoutError) as exc:
             self.close()
-            return connection_lost(str(exc) or "no answer within SMTP_TIMEOUT")
+            detail = str(exc) or "no answer within SMTP_TIMEOUT"
+            if not replies:  # not even MAIL FROM was answered: nothing was tried
+                return Verdict(DOWN, f"connection lost before the transaction: {detail}")
+            return connection_lost(detail)
         if final.code == 421:
             self.close()
         return classify(final.code, final.text, stage=stage)
