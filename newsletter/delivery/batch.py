@@ -202,7 +202,9 @@ class _Send:
     async def run(self, work: list[tuple[ClaimedRow, Composition]]) -> None:
         self.queue.extend(work)
         n = min(settings.smtp_max_connections, len(work))
-        await asyncio.gather(*(self._connection() for _ in range(n)))
+        async with asyncio.TaskGroup() as group:  # a crash in one cancels the others
+            for _ in range(n):
+                group.create_task(self._connection())
         if self.suspects and self.writer.may_start:
             self._settle_suspects()  # fewer than the threshold: they are the recipients' own
         self._hand_back_untried()
