@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from limits import RateLimitItemPerSecond
@@ -65,7 +66,20 @@ class RelayRateLimit:
         return max(0.001, stats.reset_time - time.time())
 
 
+_limits: dict[tuple[object, ...], RelayRateLimit] = {}
+
+
 def relay_rate_limit(relay: str) -> RelayRateLimit | None:
-    """The shared limit for `relay`, or None when SMTP_RATE_LIMIT is 0 (unlimited)."""
+    """The shared limit for `relay`, or None when SMTP_RATE_LIMIT is 0 (unlimited).
+
+    One per process and event loop (its Redis connections belong to the loop), reused
+    by every batch: a new one per batch would open a new connection pool each time.
+    """
     rate = settings.smtp_rate_limit
-    return RelayRateLimit(rate, relay) if rate > 0 else None
+    if rate <= 0:
+        return None
+    key = (os.getpid(), settings.redis_url, rate, relay)
+    limit = _limits.get(key)
+    if limit is None:
+        limit = _limits[key] = RelayRateLimit(rate, relay)
+    return limit
