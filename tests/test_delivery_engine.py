@@ -317,8 +317,10 @@ def test_a_worker_killed_with_many_connections_open_loses_nobody(
     wait_until(lambda: done(approved_issue.id), timeout=60, message=celery_workers.logs)
     got = Counter(faulty_smtp_server.recipients())
     assert set(got) == set(emails)
-    # Duplicates: at most the transactions in flight at the kill (concurrency 1 x 20).
-    assert sum(got.values()) - len(emails) <= 20
+    # Duplicates: at most the messages in flight at the kill: the 20 open transactions
+    # (the relay keeps each), plus 250s received in the writer's last tick (10 ms) and
+    # not yet committed, a few at this rate.
+    assert sum(got.values()) - len(emails) <= 20 + 10
 
 
 @pytest.mark.slow
@@ -344,5 +346,7 @@ def test_the_workers_database_connection_cut_mid_send_costs_no_one(
     wait_until(lambda: done(approved_issue.id), timeout=60, message=celery_workers.logs)
     got = Counter(faulty_smtp_server.recipients())
     assert set(got) == set(emails)
-    assert sum(got.values()) - len(emails) <= 20  # at most the transactions in flight
+    # The marks are written again on a new connection while the claim holds: at most
+    # the open transactions (20) and the marks of the tick in progress are in doubt.
+    assert sum(got.values()) - len(emails) <= 20 + 10
     assert "re-opening it" in celery_workers.logs()
