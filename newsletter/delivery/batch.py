@@ -197,7 +197,7 @@ class _Send:
         # 5xx refusals since the relay last accepted a message, held back until it does:
         # a relay refusing everyone is refusing us, and those rows must not fail.
         self.suspects: list[tuple[ClaimedRow, Verdict]] = []
-        self.retried: set[int] = set()  # rows given one uncharged retry (see _record)
+        self.retried: set[int] = set()  # rows given their one uncharged retry (_connection)
 
     async def run(self, work: list[tuple[ClaimedRow, Composition]]) -> None:
         self.queue.extend(work)
