@@ -479,7 +479,7 @@ def look_again_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(delivery.writer, "REFRESH_SECONDS", 0.0)
 
 
-def test_a_batch_never_sends_rows_the_sweep_handed_on(
+def test_a_batch_stops_sending_rows_the_sweep_handed_on_once_a_mark_fails(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
     hooked_smtp_server: SMTPTestServer, redis_url: str,
 ) -> None:
