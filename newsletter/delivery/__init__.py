@@ -20,7 +20,8 @@ One module per concern:
     enqueue.py   publishing batch tasks after commit
     planning.py  plan_send, start_send
     batch.py     run_batch: re-check, render once per composition, send over many
-                 connections at once in one event loop
+                 connections at once
+    pool.py      the worker process's event loop and its idle relay connections
     connection.py  one asyncio SMTP session (aiosmtplib set-up, pipelined transactions)
     replies.py   what a reply means, by RFC 3463 enhanced status code first
     ratelimit.py SMTP_RATE_LIMIT shared by all workers through Redis (`limits`)

@@ -1,7 +1,7 @@
 """Running one batch: claim, re-check, render once per composition, send, record each row.
 
-A batch sends over up to SMTP_MAX_CONNECTIONS connections at once, in one asyncio
-event loop (one per batch run): each connection takes the next untried row, builds
+A batch sends over up to SMTP_MAX_CONNECTIONS connections at once, on the worker
+process's asyncio event loop (pool.py): each connection takes the next untried row, builds
 its message (in a thread, so DKIM signing never stalls the loop), waits for the
 shared rate limit, sends it, and hands the verdict to the ledger writer thread
 (writer.py), which records it within milliseconds. Before every new transaction a
