@@ -117,6 +117,43 @@ def test_a_421_is_charged_to_the_row_in_flight_only_and_the_others_carry_on(
     assert len(faulty_smtp_server.recipients()) == len(sent)
 
 
+def test_a_pause_stops_new_transactions_at_once_and_hands_every_untried_row_back(
+    session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    monkeypatch.setattr(settings, "smtp_max_connections", 20)
+    faulty_smtp_server.faults = Faults(data_latency=0.2)
+    add_readers(session, 300)
+    plan(session, approved_issue.id)
+    def send() -> None:
+        with db.session_scope() as s:
+            delivery.run_batch(session=s, issue_id=approved_issue.id, batch=1)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_until(lambda: len(faulty_smtp_server.messages) >= 40)
+
+    with db.session_scope() as s:
+        assert delivery.pause_send(session=s, issue_id=approved_issue.id)
+    paused_at = time.monotonic()
+    # What pause_send's caller waits for: no row of the issue left `sending`.
+    wait_until(lambda: counts(approved_issue.id)["sending"] == 0, timeout=5)
+    handed_back_in = time.monotonic() - paused_at
+    sender.join(10)
+
+    # The transactions open at the pause finish (0.2 s); none starts after it.
+    late = [m for m in faulty_smtp_server.messages if m.received_at > paused_at + 0.2 + 0.3]
+    assert late == []
+    assert handed_back_in < 1.5
+    c = counts(approved_issue.id)
+    assert c["sent"] + c["pending"] == 300 and c["pending"] > 100
+    pending = session.execute(select(Delivery.attempts).where(
+        Delivery.issue_id == approved_issue.id, Delivery.status == DeliveryStatus.pending))
+    assert set(pending.scalars()) == {0}  # handed back untouched
+
+
 def test_a_mailbox_that_does_not_exist_bounces_and_is_suppressed(
     session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
     monkeypatch: pytest.MonkeyPatch,
