@@ -387,3 +387,26 @@ def test_the_workers_database_connection_cut_mid_send_costs_no_one(
     # the open transactions (20) and the marks of the tick in progress are in doubt.
     assert sum(got.values()) - len(emails) <= 20 + 10
     assert "re-opening it" in celery_workers.logs()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_rate_limit_through_redis(
+    session: Session, approved_issue: Issue, celery_workers: WorkerFactory,
+    faulty_smtp_server: FaultyHandler, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "send_batch_size", 30)
+    add_readers(session, 60)
+    plan(session, approved_issue.id)  # two batches of 30
+    for _ in range(2):
+        celery_workers.start(concurrency=1, SMTP_RATE_LIMIT="10", SMTP_MAX_CONNECTIONS="10")
+    delivery.enqueue_batches(approved_issue.id)
+
+    wait_until(lambda: done(approved_issue.id), timeout=60, message=celery_workers.logs)
+
+    times = sorted(m.received_at for m in faulty_smtp_server.messages)
+    assert len(times) == 60
+    # 60 at 10/s between them takes over 5 s; each worker alone at 10/s would take 3.
+    assert times[-1] - times[0] >= 4.5
+    logs = sorted(celery_workers.log_dir.glob("worker-*.log"))
+    assert len(logs) == 2
+    assert all("send_batch" in p.read_text() for p in logs)  # both workers sent a batch
