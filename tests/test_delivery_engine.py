@@ -28,7 +28,7 @@ from newsletter.models import (
     utcnow,
 )
 from newsletter.settings import settings
-from tests.fixtures.mail import Faults, FaultyHandler
+from tests.fixtures.mail import Faults, FaultyHandler, SMTPTestServer
 from tests.fixtures.services import WorkerFactory, wait_until
 
 ITEMS = ["A general story", {"headline": "Ports reopen", "topics": ["logistics"]}]
@@ -410,3 +410,35 @@ def test_two_workers_share_one_rate_limit_through_redis(
     logs = sorted(celery_workers.log_dir.glob("worker-*.log"))
     assert len(logs) == 2
     assert all("send_batch" in p.read_text() for p in logs)  # both workers sent a batch
+
+
+def test_a_starttls_relay_with_a_trusted_certificate_gets_the_batch(
+    session: Session, approved_issue: Issue, starttls_smtp_server: SMTPTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "smtp_starttls", True)
+    monkeypatch.setenv("SSL_CERT_FILE", starttls_smtp_server.ca_file)  # type: ignore[attr-defined]
+    emails = add_readers(session, 12)
+    plan(session, approved_issue.id)
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert outcome.counts == {"sent": 12}
+    assert Counter(starttls_smtp_server.recipients()) == Counter(emails)
+
+
+def test_a_relay_certificate_we_cannot_verify_pauses_the_issue(
+    session: Session, approved_issue: Issue, starttls_smtp_server: SMTPTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "smtp_starttls", True)  # and the certificate is not trusted
+    add_readers(session, 3)
+    plan(session, approved_issue.id)
+
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    issue = the_issue(approved_issue.id)
+    assert issue.status == IssueStatus.paused
+    assert "CERTIFICATE_VERIFY_FAILED" in issue.status_reason
+    assert counts(approved_issue.id)["pending"] == 3
+    assert starttls_smtp_server.messages == []
