@@ -56,7 +56,8 @@ CASES = [
     ("connect", 421, "too many connections from your host", replies.DOWN),
     ("helo", 554, "5.7.1 go away", replies.PAUSE),
     ("auth", 535, "5.7.8 Authentication credentials invalid", replies.PAUSE),
-    ("auth", 454, "4.7.0 Temporary authentication failure", replies.PAUSE),
+    ("auth", 454, "4.7.0 Temporary authentication failure", replies.DOWN),
+    ("connect", 421, "4.7.0 Too many connections from your IP", replies.DOWN),
     ("mail", 550, "5.7.1 sender not allowed", replies.PAUSE),
     ("mail", 451, "4.3.0 try later", replies.RETRY),
 ]

@@ -295,6 +295,9 @@ class _Send:
             # only refused one more connection (a per-client limit): carry on with fewer.
             self.down = verdict
             log.error("issue %s: %s", self.writer.issue_id, error)
+        else:
+            log.info("issue %s: the relay refused one more connection (%s); carrying on "
+                     "with %d", self.writer.issue_id, verdict.reply, self.open_connections)
 
     def _record(self, row: ClaimedRow, message: OutgoingMessage, verdict: Verdict) -> None:
         kind = verdict.kind

@@ -91,8 +91,9 @@ def classify(code: int, text: str, *, stage: str = "rcpt") -> Verdict:
     transient = 400 <= code < 500 if code else bool(enhanced and enhanced[0] == 4)
     about_us = bool(_ABOUT_US.search(text))
     if stage in SESSION_STAGES and stage != "mail":
-        # Refused before any recipient was named: the relay refuses us (or is busy).
-        return Verdict(DOWN if transient and not about_us else PAUSE, reply)
+        # Refused before any recipient was named: the relay refuses us (5xx), or is
+        # busy for now (4xx: too many connections, a temporary authentication failure).
+        return Verdict(DOWN if transient else PAUSE, reply)
     if stage == "mail" and not transient:
         return Verdict(PAUSE, reply)  # MAIL FROM is the same for every recipient
     if enhanced is not None:
