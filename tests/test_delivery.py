@@ -610,8 +610,9 @@ def test_pause_reaches_a_batch_on_a_slow_relay_within_a_handful_of_messages(
 
     outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
 
-    # Status read every 50 ms, 0.05 s a message: the one in flight plus one or two.
-    assert len(smtp_server.messages) <= 4
+    # Status read every 50 ms, 0.05 s a message: the one in flight plus one or two
+    # (a few more when the machine is busy), not the 30 planned.
+    assert len(smtp_server.messages) <= 6
     assert outcome.counts["released"] >= 23
 
 
