@@ -3,12 +3,19 @@
     .venv/bin/python bench/bench_send.py                 # N=20000, then N/4
     .venv/bin/python bench/bench_send.py -n 5000 --no-quarter
     .venv/bin/python bench/bench_send.py --database-url postgresql://postgres@127.0.0.1/test
+    .venv/bin/python bench/bench_send.py -n 20000 --no-quarter --sink latency --reference
+    .venv/bin/python bench/bench_send.py -n 20000 --no-quarter --dkim --reference
 
 Everything is real: the seed roundups ingested and combined into one issue whose
 digests are 40-60 KB (--max-items), subscribers with mixed topic choices,
 plan_send, a private redis-server, a Celery prefork worker (2 processes), and a local
-SMTP sink (Postfix's smtp-sink if installed, else an aiosmtpd sink that discards).
-Prints end-to-end messages/s, planning time and peak worker RSS.
+SMTP sink: Postfix's smtp-sink (zero latency; an aiosmtpd sink that discards if
+Postfix is missing) or, with --sink latency, bench/latency_sink.py, which answers the
+end of DATA after 100 ms like a hosted relay. --dkim signs with a fresh 2048-bit RSA
+key. --reference also runs Postfix's smtp-source into the same sink in the same run
+(4 sessions against smtp-sink, 300 against the latency sink, -d: connections reused,
+50,000-byte messages) and prints the ratio. Prints end-to-end messages/s, planning
+time and peak worker RSS.
 """
 
 from __future__ import annotations
@@ -78,13 +85,24 @@ def _wait_port(port: int, timeout: float = 10) -> None:
     raise RuntimeError(f"SMTP sink did not listen on {port}")
 
 
+def _postfix(tool: str) -> str | None:
+    return shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists()
+                                  else None)
+
+
 @contextlib.contextmanager
-def smtp_sink() -> Iterator[tuple[int, str]]:
-    """Postfix smtp-sink if installed (C, fast), else an aiosmtpd sink; yields (port, name)."""
+def smtp_sink(kind: str = "smtp-sink", delay: float = 0.1) -> Iterator[tuple[int, str]]:
+    """Postfix smtp-sink if installed (C, fast), else an aiosmtpd sink; yields (port, name).
+
+    kind="latency": bench/latency_sink.py, answering the end of DATA after `delay` s.
+    """
     port = free_port()
-    binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink"
-                                          if Path("/usr/sbin/smtp-sink").exists() else None)
-    if binary:
+    binary = _postfix("smtp-sink")
+    if kind == "latency":
+        cmd = [sys.executable, str(REPO / "bench" / "latency_sink.py"), str(port),
+               "--delay", str(delay)]
+        name = f"latency sink ({delay * 1000:.0f} ms)"
+    elif binary:
         cmd = [binary, "-u", "nobody", f"127.0.0.1:{port}", "1024"]
         name = "postfix smtp-sink"
     else:
@@ -195,7 +213,36 @@ def message_sizes(issue_id: int, samples: int = 40, seed: int = 3) -> tuple[int,
     return min(sizes), max(sizes)
 
 
-def run(n: int, *, database_url: str | None, concurrency: int) -> dict[str, Any]:
+def smtp_source(port: int, *, sessions: int, messages: int, size: int = 50_000) -> float:
+    """Postfix's smtp-source into the sink: messages per second (the reference)."""
+    binary = _postfix("smtp-source")
+    if binary is None:
+        return float("nan")
+    started = time.perf_counter()
+    subprocess.run([binary, "-d", "-s", str(sessions), "-m", str(messages), "-l", str(size),
+                    "-f", "bench@bench.example", "-t", "sink@bench.example",
+                    f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL)
+    return messages / (time.perf_counter() - started)
+
+
+def dkim_env(tmp: str) -> dict[str, str]:
+    """A fresh 2048-bit RSA key; the settings that make every message DKIM-signed."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = Path(tmp) / "dkim.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    settings.dkim_private_key_path = path
+    settings.dkim_domain = "roundup.example"
+    return {"DKIM_PRIVATE_KEY_PATH": str(path), "DKIM_DOMAIN": "roundup.example"}
+
+
+def run(n: int, *, database_url: str | None, concurrency: int, sink_kind: str = "smtp-sink",
+        dkim: bool = False, reference: bool = False,
+        env: dict[str, str] | None = None) -> dict[str, Any]:
     from newsletter.delivery import enqueue_batches, plan_send, status_counts
 
     with tempfile.TemporaryDirectory(prefix="roundup-bench-") as tmp:
@@ -207,17 +254,23 @@ def run(n: int, *, database_url: str | None, concurrency: int) -> dict[str, Any]
                 conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         db.migrate()
         issue_id = load_data(n)
+        extra = {"CELERY_LOG_LEVEL": "WARNING", **(env or {})}
+        if dkim:
+            extra.update(dkim_env(tmp))
         smallest, largest = message_sizes(issue_id)
 
-        with private_redis() as redis_url, smtp_sink() as (port, sink):
+        with private_redis() as redis_url, smtp_sink(sink_kind) as (port, sink):
+            ref = float("nan")
+            if reference:
+                sessions = 300 if sink_kind == "latency" else 4
+                ref = smtp_source(port, sessions=sessions, messages=min(n, 20_000))
             settings.redis_url = redis_url
             settings.smtp_host, settings.smtp_port = "127.0.0.1", port
             started = time.perf_counter()
             with db.session_scope() as session:
                 planned = plan_send(session=session, issue_id=issue_id)
             plan_seconds = time.perf_counter() - started
-            with worker_process(concurrency=concurrency,
-                                extra_env={"CELERY_LOG_LEVEL": "WARNING"}) as proc:
+            with worker_process(concurrency=concurrency, extra_env=extra) as proc:
                 parent = psutil.Process(proc.pid)
                 peak = 0
                 t0 = time.perf_counter()
@@ -238,7 +291,7 @@ def run(n: int, *, database_url: str | None, concurrency: int) -> dict[str, Any]
             "skipped": counts["skipped"], "plan_s": plan_seconds, "send_s": elapsed,
             "msg_per_s": sent / elapsed, "peak_rss_mb": peak / 2**20,
             "msg_kb": f"{smallest / 1024:.0f}-{largest / 1024:.0f}",
-            "sink": sink,
+            "sink": sink, "reference": ref, "dkim": dkim,
         }
 
 
@@ -251,16 +304,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--max-items", type=int, default=DEFAULT_MAX_ITEMS,
                         help=f"DIGEST_MAX_ITEMS (default {DEFAULT_MAX_ITEMS}: 40-60 KB messages)")
+    parser.add_argument("--sink", choices=["smtp-sink", "latency"], default="smtp-sink",
+                        help="Postfix smtp-sink (zero latency) or the 100 ms latency sink")
+    parser.add_argument("--dkim", action="store_true", help="sign with a 2048-bit RSA key")
+    parser.add_argument("--reference", action="store_true",
+                        help="also run Postfix smtp-source into the same sink")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="SMTP_MAX_CONNECTIONS for the worker (default: the setting's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="SEND_BATCH_SIZE")
     args = parser.parse_args()
     settings.digest_max_items = args.max_items  # the worker inherits it through its env
+    env = {}
+    if args.connections:
+        env["SMTP_MAX_CONNECTIONS"] = str(args.connections)
+    if args.batch_size:
+        env["SEND_BATCH_SIZE"] = str(args.batch_size)
     sizes = [args.n] if args.no_quarter else [args.n // 4, args.n]
     for n in sizes:
-        r = run(n, database_url=args.database_url, concurrency=args.concurrency)
+        r = run(n, database_url=args.database_url, concurrency=args.concurrency,
+                sink_kind=args.sink, dkim=args.dkim, reference=args.reference, env=env)
+        ratio = (f"  reference smtp-source {r['reference']:.0f} msg/s, "
+                 f"ratio {r['msg_per_s'] / r['reference']:.2f}") if args.reference else ""
         print(f"N={r['subscribers']:>6}  planned {r['planned']} in {r['plan_s']:.2f}s  "
               f"sent {r['sent']} (skipped {r['skipped']}, failed {r['failed']}) "
               f"in {r['send_s']:.1f}s = {r['msg_per_s']:.0f} msg/s  "
               f"peak worker RSS {r['peak_rss_mb']:.0f} MB  "
-              f"messages {r['msg_kb']} KB  sink: {r['sink']}", flush=True)
+              f"messages {r['msg_kb']} KB  DKIM {'on' if r['dkim'] else 'off'}  "
+              f"sink: {r['sink']}{ratio}", flush=True)
 
 
 if __name__ == "__main__":

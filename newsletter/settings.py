@@ -111,6 +111,24 @@ class Settings(BaseSettings):
     @property
     def fallback_keys(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.secret_key_fallbacks.split(",") if k.strip())
+    # --- delivery engine (issue 7) ---
+    # SMTP transactions one worker process keeps in flight at once, each on its own
+    # connection to SMTP_HOST (hosted relays answer in 50-300 ms: concurrency is speed).
+    smtp_max_connections: int = Field(default=50, ge=1, le=1000)
+    # Messages per second to the relay, shared by every worker through Redis; 0: no limit.
+    smtp_rate_limit: int = Field(default=0, ge=0)
+    # 5xx refusals in a row, with no message accepted between, after which the relay is
+    # taken to refuse us rather than those recipients: the issue pauses, nobody fails.
+    smtp_refusals_before_pause: int = Field(default=10, ge=2)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEFAULT_SECRET:
+            raise ValueError(
+                "SECRET_KEY is the built-in development secret; set SECRET_KEY "
+                "to a long random string before running in production"
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:

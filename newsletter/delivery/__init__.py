@@ -10,16 +10,23 @@ conditional UPDATE whose row count says whether we won:
     sweep          sending rows whose lease expired -> pending, and their batch re-enqueued;
                    rows out of attempts (SEND_MAX_RETRIES + 1) -> failed
 
-A row is marked `sent` right after the server's 250, in its own tiny commit, so a worker
-killed at any point loses at most the one message in flight between 250 and commit.
+A row is marked `sent` right after the server's 250, in a group commit a few
+milliseconds later, so a worker killed at any point costs at most the messages in
+flight a duplicate. A row is charged an attempt only when its own transaction failed.
 
 One module per concern:
 
     ledger.py    table handles, counts, claim, the per-row writes of a claimed batch
     enqueue.py   publishing batch tasks after commit
     planning.py  plan_send, start_send
-    batch.py     run_batch: re-check, render once per composition, send, record
-    smtp.py      connections, pipelined delivery, classifying replies
+    batch.py     run_batch: re-check, render once per composition, send over many
+                 connections at once
+    pool.py      the worker process's event loop and its idle relay connections
+    connection.py  one asyncio SMTP session (aiosmtplib set-up, pipelined transactions)
+    replies.py   what a reply means, by RFC 3463 enhanced status code first
+    ratelimit.py SMTP_RATE_LIMIT shared by all workers through Redis (`limits`)
+    writer.py    the batch's database thread: group-committed marks, status, leases
+    smtp.py      synchronous one-off sends (test sends, sign-up mail)
     control.py   pause, resume, cancel, the lease sweep (and rows out of attempts)
 """
 
@@ -35,7 +42,6 @@ from newsletter.delivery.ledger import (
     ERROR_LIMIT,
     OPEN,
     AlreadyPlanned,
-    BatchLedger,
     ClaimedRow,
     SendError,
     claim,
@@ -45,20 +51,14 @@ from newsletter.delivery.ledger import (
     status_counts,
 )
 from newsletter.delivery.planning import PLANNABLE, CompositionCache, plan_send, start_send
-from newsletter.delivery.smtp import (
-    SendVerdict,
-    classify,
-    deliver,
-    is_hard_bounce,
-    send_one,
-    smtp_connect,
-)
+from newsletter.delivery.replies import Verdict, classify, is_hard_bounce
+from newsletter.delivery.smtp import send_one, smtp_connect
 
 __all__ = [
     "ERROR_LIMIT", "MAX_RETRY_DELAY", "OPEN", "PLANNABLE",
-    "AlreadyPlanned", "BatchLedger", "BatchOutcome", "ClaimedRow", "CompositionCache",
-    "SendError", "SendVerdict",
-    "backoff_seconds", "cancel_send", "claim", "classify", "deliver", "enqueue_after_commit",
+    "AlreadyPlanned", "BatchOutcome", "ClaimedRow", "CompositionCache",
+    "SendError", "Verdict",
+    "backoff_seconds", "cancel_send", "claim", "classify", "enqueue_after_commit",
     "enqueue_batches", "finish_if_done", "is_hard_bounce", "load_claimed",
     "pause_send", "pending_batches", "plan_send", "publish_batches", "resume_send",
     "run_batch", "send_one", "smtp_connect", "start_send", "status_counts",

@@ -1,55 +1,53 @@
 """Running one batch: claim, re-check, render once per composition, send, record each row.
 
-While it sends, a batch looks again every REFRESH_SECONDS (and at once when a row
-turns out not to be ours any more, or the issue is no longer sending): it extends its
-lease on the rows it still holds, drops rows the sweep handed on, suppresses
-subscribers who left meanwhile, and hands back its untried rows when the issue was
-paused or cancelled. The issue's status alone is read far more often (every
-STATUS_EVERY_MESSAGES messages or STATUS_EVERY_SECONDS), so those stop it at once.
+A batch sends over up to SMTP_MAX_CONNECTIONS connections at once, on the worker
+process's asyncio event loop (pool.py): each connection takes the next untried row, builds
+its message (in a thread, so DKIM signing never stalls the loop), waits for the
+shared rate limit, sends it, and hands the verdict to the ledger writer thread
+(writer.py), which records it within milliseconds. Before every new transaction a
+connection looks at the writer's view of the issue (refreshed every 50 ms): once the
+issue is paused or cancelled no transaction starts, and the untried rows go back
+untouched. A row is charged an attempt only when its own transaction failed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import smtplib
-import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from newsletter.composer import Composition, IssueContent, load_issue
+from newsletter.delivery import pool, replies
+from newsletter.delivery.connection import RelayConnection, SessionRefused, relay_name
 from newsletter.delivery.ledger import (
-    BatchLedger,
     ClaimedRow,
     I,
-    SendError,
     claim,
     finish_if_done,
+    finish_rows,
     load_claimed,
     next_due,
 )
 from newsletter.delivery.planning import CompositionCache
-from newsletter.delivery.smtp import classify, deliver, describe, relay_name, smtp_connect
+from newsletter.delivery.ratelimit import RelayRateLimit, relay_rate_limit
+from newsletter.delivery.replies import Verdict
+from newsletter.delivery.writer import LedgerWriter
 from newsletter.models import DeliveryStatus, IssueStatus, utcnow
 from newsletter.settings import settings
 from newsletter.subscribers import topics_by_subscriber
 
 if TYPE_CHECKING:
-    from newsletter.message import MessageFactory
+    from newsletter.message import MessageFactory, OutgoingMessage
 
 log = logging.getLogger("newsletter.delivery")
 
 MAX_RETRY_DELAY = 600.0  # seconds: no ETA longer than this, or Redis redelivers it
-REFRESH_SECONDS = 2.0  # how often a running batch extends its lease and re-reads its rows
-# How often it looks at the issue's status alone (one primary-key SELECT), whichever
-# comes first: at ~1,000 messages a second, pause and cancel stop it within ~20 messages.
-STATUS_EVERY_MESSAGES = 20
-STATUS_EVERY_SECONDS = 0.2
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -121,7 +119,7 @@ class BatchOutcome:
 
 
 def run_batch(*, session: Session, issue_id: int, batch: int) -> BatchOutcome:
-    """Claim, re-check, render, send over one SMTP connection, and record each row."""
+    """Claim, re-check, render, send over many connections at once, and record each row."""
     outcome = BatchOutcome()
     issue = session.execute(select(I.c.status, I.c.updated_at).where(I.c.id == issue_id)).first()
     if issue is None or issue.status != IssueStatus.sending:
@@ -132,11 +130,22 @@ def run_batch(*, session: Session, issue_id: int, batch: int) -> BatchOutcome:
     token, lease_until = claim(session=session, issue_id=issue_id, batch=batch)
     claimed = load_claimed(session, token)
     if claimed:
-        ledger = BatchLedger(session, issue_id, token, lease_until)
-        try:
-            _run_claimed(session, ledger, version, claimed, outcome)
-        finally:
-            ledger.close()
+        work = _prepare(session, token, issue_id, version, claimed, outcome)
+        session.commit()  # hand the connection back: the writer has its own while we send
+        if work:
+            writer = LedgerWriter(session.get_bind(), issue_id, token,  # type: ignore[arg-type]
+                                  lease_until)
+            writer.start()
+            try:
+                send = _Send(writer, work[0][2], outcome)
+                pool.run(send.run([(row, comp) for row, comp, _ in work]))
+            finally:
+                writer.close()
+            if writer.lost_marks:  # sent, but the row was no longer ours to mark
+                outcome.add("sent", -writer.lost_marks)
+                outcome.add("lost_lease", writer.lost_marks)
+                if not outcome.counts["sent"]:
+                    del outcome.counts["sent"]
     due = next_due(session, issue_id, batch)
     if due is not None:
         outcome.retry_in = min(MAX_RETRY_DELAY, max(0.1, (due - utcnow()).total_seconds()))
@@ -145,184 +154,235 @@ def run_batch(*, session: Session, issue_id: int, batch: int) -> BatchOutcome:
     return outcome
 
 
-def _run_claimed(session: Session, ledger: BatchLedger, version: str,
-                 claimed: list[ClaimedRow], outcome: BatchOutcome) -> None:
-    # Re-check every subscriber now: they may have left since the plan.
-    _suppress(ledger, [c.id for c in claimed if not c.eligible], outcome)
+def _prepare(session: Session, token: str, issue_id: int, version: str,
+             claimed: list[ClaimedRow], outcome: BatchOutcome,
+             ) -> list[tuple[ClaimedRow, Composition, IssueContent]]:
+    """Re-check every subscriber now (they may have left since the plan) and compose."""
+    gone = sorted(c.id for c in claimed if not c.eligible)
+    if gone:
+        finish_rows(session, token, gone, DeliveryStatus.suppressed, SUPPRESSED)
+        outcome.add("suppressed", len(gone))
     live = [c for c in claimed if c.eligible]
-    snapshot = _issue_snapshot(session, ledger.issue_id, version)
+    snapshot = _issue_snapshot(session, issue_id, version)
     topics = topics_by_subscriber(session=session,
                                   subscriber_ids=[c.subscriber_id for c in live])
-    work: list[tuple[ClaimedRow, Composition]] = []
+    work: list[tuple[ClaimedRow, Composition, IssueContent]] = []
     skipped: list[int] = []
     for c in live:
         composition = snapshot.get(topics.get(c.subscriber_id, ()), c.only_my_topics)
         if composition is None:
             skipped.append(c.id)
         else:
-            work.append((c, composition))
+            work.append((c, composition, snapshot.issue))
     if skipped:
-        ledger.finish(skipped, DeliveryStatus.skipped, "no items match their topics")
+        finish_rows(session, token, skipped, DeliveryStatus.skipped, "no items match their topics")
         outcome.add("skipped", len(skipped))
-    if work:
-        _send_rows(session, ledger, snapshot.issue, work, outcome)
+    return work
 
 
-def _suppress(ledger: BatchLedger, row_ids: list[int], outcome: BatchOutcome) -> None:
-    if row_ids:
-        ledger.finish(sorted(row_ids), DeliveryStatus.suppressed,
-                      "not confirmed, paused or suppressed at send time")
-        outcome.add("suppressed", len(row_ids))
+SUPPRESSED = "not confirmed, paused or suppressed at send time"
 
 
-def _recheck(ledger: BatchLedger, remaining: list[ClaimedRow],
-             outcome: BatchOutcome) -> set[int] | None:
-    """Extend the lease and look again; the row ids still to send, or None to stop."""
-    issue_status, rows = ledger.refresh()
-    wanted = {r.id for r in remaining}
-    mine = {r.id: r for r in rows if r.id in wanted}
-    if issue_status != IssueStatus.sending:
-        ledger.release(sorted(mine), issue_status)
-        outcome.add("released", len(mine))
-        log.info("issue %s is %s: handed back %d rows", ledger.issue_id, issue_status, len(mine))
+class _Send:
+    """The event-loop side of a batch: connections taking rows from one shared queue."""
+
+    def __init__(self, writer: LedgerWriter, issue: IssueContent, outcome: BatchOutcome) -> None:
+        self.writer = writer
+        self.issue = issue
+        self.outcome = outcome
+        self.queue: deque[tuple[ClaimedRow, Composition]] = deque()
+        self.limit: RelayRateLimit | None = relay_rate_limit(relay_name())
+        self.down: Verdict | None = None  # the relay could not be reached
+        self.open_connections = 0
+        # 5xx refusals since the relay last accepted a message, held back until it does:
+        # a relay refusing everyone is refusing us, and those rows must not fail.
+        self.suspects: list[tuple[ClaimedRow, Verdict]] = []
+        self.retried: set[int] = set()  # rows given their one uncharged retry (_connection)
+
+    async def run(self, work: list[tuple[ClaimedRow, Composition]]) -> None:
+        self.queue.extend(work)
+        n = min(settings.smtp_max_connections, len(work))
+        async with asyncio.TaskGroup() as group:  # a crash in one cancels the others
+            for _ in range(n):
+                group.create_task(self._connection())
+        if self.suspects and self.writer.may_start:
+            self._settle_suspects()  # fewer than the threshold: they are the recipients' own
+        self._hand_back_untried()
+
+    # --- one connection ---------------------------------------------------------------
+
+    async def _connection(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn: RelayConnection | None = None
+        finished = False
+        try:
+            while (item := self._take()) is not None:
+                row, composition = item
+                message = await loop.run_in_executor(pool.builder(), self._build, row,
+                                                     composition)
+                if message is None:
+                    continue
+                if conn is None or conn.closed:
+                    if conn is not None:
+                        self.open_connections -= 1
+                        conn = None
+                    try:
+                        conn = await pool.pool.get()
+                    except SessionRefused as exc:
+                        self.queue.appendleft(item)
+                        self._refused_session(exc.verdict)
+                        return
+                    self.open_connections += 1
+                if self.limit is not None:
+                    await self.limit.acquire()
+                if not self.writer.may_start:  # paused or cancelled while we waited
+                    self.queue.appendleft(item)
+                    return
+                verdict = await conn.send(message.envelope_from, message.to, message.data)
+                if verdict.kind == replies.DOWN and row.id not in self.retried:
+                    # The connection died before the relay answered MAIL FROM (an idle
+                    # one the relay had just dropped): nothing was tried. Once, free.
+                    self.retried.add(row.id)
+                    self.queue.appendleft(item)
+                    continue
+                self._record(row, message, verdict)
+            finished = True
+        finally:
+            if conn is not None:
+                self.open_connections -= 1
+                if finished:
+                    pool.pool.put(conn)  # for the next batch in this process
+                else:
+                    conn.close()
+
+    def _take(self) -> tuple[ClaimedRow, Composition] | None:
+        """The next row to try, or None when there is none or we must stop."""
+        while self.queue and self.writer.may_start and self.down is None:
+            row, composition = self.queue.popleft()
+            held = self.writer.held
+            if held is not None and row.id not in held:
+                log.warning("delivery %s was handed on by the sweep; not sending it", row.id)
+                self.outcome.add("lost_lease")
+                continue
+            if row.id in self.writer.ineligible:
+                self.writer.finish([row.id], DeliveryStatus.suppressed, SUPPRESSED)
+                self.outcome.add("suppressed")
+                continue
+            return row, composition
         return None
-    if len(mine) < len(wanted):
-        log.warning("batch lost %d rows to the sweep; not sending them",
-                    len(wanted) - len(mine))
-    _suppress(ledger, [i for i, r in mine.items() if not r.eligible], outcome)
-    return {i for i, r in mine.items() if r.eligible}
 
+    def _build(self, row: ClaimedRow, composition: Composition) -> OutgoingMessage | None:
+        from newsletter.message import Recipient
 
-def _send_rows(session: Session, ledger: BatchLedger, issue: IssueContent,
-               work: list[tuple[ClaimedRow, Composition]], outcome: BatchOutcome) -> None:
-    from newsletter.message import Recipient
+        try:
+            return _factory(self.issue, composition).build(
+                Recipient(subscriber_id=row.subscriber_id, email=row.email, name=row.name))
+        except Exception as exc:  # a template/content bug: fail the row, keep going
+            log.exception("building the message for delivery %s failed", row.id)
+            self.writer.finish([row.id], DeliveryStatus.failed, f"could not build message: {exc}")
+            self.outcome.add("failed")
+            return None
 
-    half_lease = timedelta(seconds=settings.send_lease_seconds / 2)
-    held = {row.id for row, _ in work}
-    look_again_at = time.monotonic() + REFRESH_SECONDS
-    status_at, status_after = time.monotonic() + STATUS_EVERY_SECONDS, STATUS_EVERY_MESSAGES
-    lost_a_row = False
-    conn: smtplib.SMTP | None = None
-    try:
-        for index, (row, composition) in enumerate(work):
-            stopped = False
-            status_after -= 1
-            if status_after <= 0 or time.monotonic() >= status_at:
-                stopped = ledger.issue_status() != IssueStatus.sending
-                status_at = time.monotonic() + STATUS_EVERY_SECONDS
-                status_after = STATUS_EVERY_MESSAGES
-            if (stopped or lost_a_row or time.monotonic() >= look_again_at
-                    or utcnow() >= ledger.lease_until - half_lease):
-                rechecked = _recheck(ledger, [r for r, _ in work[index:] if r.id in held], outcome)
-                if rechecked is None:
-                    return
-                held, lost_a_row = rechecked, False
-                look_again_at = time.monotonic() + REFRESH_SECONDS
-                status_at = time.monotonic() + STATUS_EVERY_SECONDS
-                status_after = STATUS_EVERY_MESSAGES
-            if row.id not in held:
+    # --- what a verdict does ----------------------------------------------------------
+
+    def _refused_session(self, verdict: Verdict) -> None:
+        error = f"cannot open a session with the SMTP relay {relay_name()}: {verdict.reply}"
+        self.outcome.last_error = error
+        if verdict.kind == replies.PAUSE:
+            self._pause(error)
+        elif self.open_connections == 0:
+            # Nobody got through: the relay is down or unreachable. If others did, it
+            # only refused one more connection (a per-client limit): carry on with fewer.
+            self.down = verdict
+            log.error("issue %s: %s", self.writer.issue_id, error)
+        else:
+            log.info("issue %s: the relay refused one more connection (%s); carrying on "
+                     "with %d", self.writer.issue_id, verdict.reply, self.open_connections)
+
+    def _record(self, row: ClaimedRow, message: OutgoingMessage, verdict: Verdict) -> None:
+        kind = verdict.kind
+        if kind == replies.SENT:
+            self.writer.sent(row.id, message.message_id)
+            self.outcome.add("sent")
+            if self.suspects:
+                self._settle_suspects()
+            return
+        self.outcome.last_error = verdict.reply
+        if kind == replies.PAUSE:
+            self._pause(f"the relay {relay_name()} refused us: {verdict.reply}")
+            self.writer.release([row.id], f"not tried: the relay refused us: {verdict.reply}")
+            self.outcome.add("released")
+        elif verdict.permanent:
+            self.suspects.append((row, verdict))
+            if len(self.suspects) >= settings.smtp_refusals_before_pause:
+                rows = [r.id for r, _ in self.suspects]
+                self._pause(f"the relay {relay_name()} refused {len(rows)} recipients in a row "
+                            f"and accepted none; the last said: {verdict.reply}")
+                self.writer.release(rows, "not charged: the relay refused every recipient")
+                self.outcome.add("released", len(rows))
+                self.suspects = []
+        else:  # retry, or down a second time for this row: tried and failed
+            self._defer(row, verdict.reply)
+
+    def _settle_suspects(self) -> None:
+        """The relay accepts others, so these refusals were about those recipients."""
+        for row, verdict in self.suspects:
+            if verdict.kind == replies.SOFT:
+                self._defer(row, verdict.reply)
                 continue
-            try:
-                message = _factory(issue, composition).build(
-                    Recipient(subscriber_id=row.subscriber_id, email=row.email, name=row.name))
-            except Exception as exc:  # a template/content bug: fail the row, keep going
-                log.exception("building the message for delivery %s failed", row.id)
-                ledger.finish([row.id], DeliveryStatus.failed, f"could not build message: {exc}")
-                outcome.add("failed")
-                continue
-            if conn is None:
-                try:
-                    conn = smtp_connect()
-                except (smtplib.SMTPException, OSError, SendError) as exc:
-                    _relay_down(ledger, [r for r, _ in work[index:] if r.id in held],
-                                f"cannot open a session with the SMTP relay {relay_name()}: "
-                                f"{describe(exc)}", outcome)
-                    return
-            try:
-                deliver(conn, message.envelope_from, message.to, message.data)
-            except (smtplib.SMTPException, OSError) as exc:
-                verdict = classify(exc)
-            else:
-                if ledger.sent(row.id, message.message_id):
-                    outcome.add("sent")
-                else:
-                    # The row was handed on while we sent it: the rest may be too.
-                    outcome.add("lost_lease")
-                    lost_a_row = True
-                continue
-            outcome.last_error = verdict.error
-            if verdict.kind in ("disconnected", "relay"):
-                # The connection is gone, or the relay refuses us whoever the recipient:
-                # defer this row and everything after it.
-                rest = [r for r, _ in work[index:] if r.id in held]
-                if verdict.kind == "relay":
-                    _relay_down(ledger, rest, verdict.error, outcome)
-                else:
-                    _defer(ledger, rest, verdict.error, outcome)
-                    conn.close()  # no QUIT on a dead connection: it could wait a timeout
-                    conn = None
-                return
-            if verdict.kind == "deferred":
-                _defer(ledger, [row], verdict.error, outcome)
-            else:
-                ledger.finish([row.id], DeliveryStatus.failed, verdict.error)
-                outcome.add("failed")
-                if verdict.kind == "bounced":
-                    _hard_bounce(session, row.email, verdict.error)
-                    outcome.add("bounced")
-    finally:
-        if conn is not None:
-            try:
-                conn.quit()
-            except (smtplib.SMTPException, OSError):
-                conn.close()
+            error = verdict.reply
+            if verdict.kind == replies.POLICY:
+                error = f"refused by the relay's policy (not the subscriber's fault): {error}"
+            self.writer.finish([row.id], DeliveryStatus.failed, error, charge=True)
+            self.outcome.add("failed")
+            if verdict.kind == replies.BOUNCE:
+                self.writer.bounce(row.email, verdict.reply)
+                self.outcome.add("bounced")
+        self.suspects = []
 
+    def _defer(self, row: ClaimedRow, error: str) -> None:
+        """Tried and failed for now (4xx, mailbox full, connection lost): +1 attempt.
 
-def _relay_down(ledger: BatchLedger, rows: list[ClaimedRow], error: str,
-                outcome: BatchOutcome) -> None:
-    """The relay refused us (connect, HELO, STARTTLS, login, MAIL FROM): no recipient's fault.
+        Out of attempts (SEND_MAX_RETRIES + 1) it fails. Every row deferred in one run
+        gets the same next_attempt_at (the first deferral's backoff), so the task's one
+        retry finds them all due instead of a trickle.
+        """
+        allowed = settings.send_max_retries + 1
+        if row.attempts + 1 >= allowed:
+            self.writer.finish([row.id], DeliveryStatus.failed,
+                               f"out of retries after {allowed} attempts: {error}", charge=True)
+            self.outcome.add("failed")
+            return
+        if self.outcome.retry_at is None:
+            self.outcome.retry_at = utcnow() + timedelta(
+                seconds=backoff_seconds(row.attempts + 1))
+        self.writer.finish([row.id], DeliveryStatus.pending, error, charge=True,
+                           next_attempt_at=self.outcome.retry_at)
+        self.outcome.add("deferred")
 
-    A wrong password or host must not fail every subscriber, so the rows wait like
-    after a 4xx; only a row out of attempts fails, and its error names the relay.
-    """
-    outcome.last_error = error
-    log.error("issue %s: %s; %d rows deferred. Check the SMTP_* settings and the relay.",
-              ledger.issue_id, error, len(rows))
-    _defer(ledger, rows, error, outcome)
+    def _pause(self, reason: str) -> None:
+        if self.writer.status == IssueStatus.sending:
+            log.error("issue %s: pausing the send: %s", self.writer.issue_id, reason)
+            self.writer.pause(reason)
 
-
-def _defer(ledger: BatchLedger, rows: list[ClaimedRow], error: str,
-           outcome: BatchOutcome) -> None:
-    """4xx or a dropped connection: back to pending with a backoff, or failed when spent.
-
-    The limit is per row (its attempts in the ledger), so it holds however many tasks
-    a batch has had: duplicates, sweeps and task retries all count the same attempts.
-    Every row deferred in one run gets the same next_attempt_at (the first deferral's
-    backoff), so the task's one retry finds them all due instead of a trickle.
-    """
-    allowed = settings.send_max_retries + 1
-    spent = [r.id for r in rows if r.attempts >= allowed]
-    if spent:
-        ledger.finish(spent, DeliveryStatus.failed,
-                      f"out of retries after {allowed} attempts: {error}")
-        outcome.add("failed", len(spent))
-    waiting = [r for r in rows if r.attempts < allowed]
-    if not waiting:
-        return
-    if outcome.retry_at is None:
-        attempts = max(r.attempts for r in waiting)
-        outcome.retry_at = utcnow() + timedelta(seconds=backoff_seconds(attempts))
-    ledger.finish([r.id for r in waiting], DeliveryStatus.pending, error,
-                  next_attempt_at=outcome.retry_at)
-    outcome.add("deferred", len(waiting))
-
-
-def _hard_bounce(session: Session, email: str, reason: str) -> None:
-    """Suppress the address and mark the subscriber bounced (with an event)."""
-    from newsletter.subscribers import mark_bounced
-
-    try:
-        mark_bounced(session=session, email=email, reason=reason)
-        session.commit()
-    except IntegrityError:  # another worker suppressed it a moment ago
-        session.rollback()
+    def _hand_back_untried(self) -> None:
+        """Rows never tried go back as they were: nothing is charged for them."""
+        rows = [row.id for row, _ in self.queue] + [row.id for row, _ in self.suspects]
+        self.queue.clear()
+        if not rows:
+            return
+        if self.writer.status != IssueStatus.sending:
+            self.writer.release(rows)
+            self.outcome.add("released", len(rows))
+            log.info("issue %s is %s: handed back %d untried rows", self.writer.issue_id,
+                     self.writer.status, len(rows))
+            return
+        # The relay is down, or our lease ran short: try them again soon, uncharged.
+        wait = settings.send_retry_base_seconds if self.down is not None else 0.0
+        at = utcnow() + timedelta(seconds=wait)
+        error = (f"not tried: cannot open a session with the SMTP relay {relay_name()}: "
+                 f"{self.down.reply}" if self.down is not None else "not tried: lease ran short")
+        self.writer.finish(rows, DeliveryStatus.pending, error, next_attempt_at=at)
+        self.outcome.add("deferred", len(rows))
+        if self.outcome.retry_at is None or at < self.outcome.retry_at:
+            self.outcome.retry_at = at

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, case, exists, func, or_, select, update
+from sqlalchemy import Connection, CursorResult, Executable, exists, func, or_, select, update
 from sqlmodel import Session, col
 
 from newsletter.models import (
@@ -38,7 +38,7 @@ OPEN = (DeliveryStatus.pending, DeliveryStatus.sending)
 ERROR_LIMIT = 1000
 
 
-def changed(session: Session, statement: Executable) -> int:
+def changed(session: Session | Connection, statement: Executable) -> int:
     """Run a conditional UPDATE; the rows it changed (0: the state was not what it expected)."""
     return int(cast("CursorResult[Any]", session.execute(statement)).rowcount)
 
@@ -111,7 +111,9 @@ def claim(*, session: Session, issue_id: int, batch: int,
             D.c.attempts <= settings.send_max_retries,
             exists(issue_sending),
         )
-        .values(status=DeliveryStatus.sending, claim_token=token, attempts=D.c.attempts + 1,
+        # No attempt is charged here: a row gains one only when its own transaction was
+        # tried and failed (batch.py), so rows handed back untried cost nothing.
+        .values(status=DeliveryStatus.sending, claim_token=token,
                 lease_until=lease_until, updated_at=now)
     )
     session.commit()
@@ -138,7 +140,7 @@ class ClaimedRow:
         return self.status == SubscriberStatus.confirmed and not self.paused and not self.suppressed
 
 
-def load_claimed(session: Session, token: str) -> list[ClaimedRow]:
+def load_claimed(session: Session | Connection, token: str) -> list[ClaimedRow]:
     """The rows this claim token still holds, grouped by composition."""
     sup = exists(select(col(Suppression.email)).where(col(Suppression.email) == S.c.email))
     rows = session.execute(
@@ -151,127 +153,39 @@ def load_claimed(session: Session, token: str) -> list[ClaimedRow]:
     return [ClaimedRow(*r) for r in rows]
 
 
-class BatchLedger:
-    """The per-row writes of one claimed batch, each guarded by the claim token.
+def finish_rows(conn: Session | Connection, token: str, row_ids: Sequence[int], status: str,
+                error: str = "", *, charge: bool = False,
+                next_attempt_at: datetime | None = None) -> int:
+    """Claimed rows -> `status`, guarded by the claim token; the rows changed.
 
-    `sent` is the hot path (one per message, committed at once), so it runs a
-    prepared UPDATE on its own raw DBAPI connection instead of going through the ORM.
+    `pending` frees them (with an optional backoff). `charge` adds the attempt the row
+    just had; rows never tried (handed back, skipped, suppressed) are not charged.
+    `cancelled` is for rows handed back from a cancelled issue.
     """
+    if not row_ids:
+        return 0
+    values: dict[str, Any] = {"status": status, "error": error[:ERROR_LIMIT],
+                              "updated_at": utcnow(), "lease_until": None}
+    if status in (DeliveryStatus.pending, DeliveryStatus.cancelled):
+        values.update(claim_token="", next_attempt_at=next_attempt_at)
+    if charge:
+        values["attempts"] = D.c.attempts + 1
+    return changed(conn, update(D).where(
+        D.c.id.in_(list(row_ids)), D.c.claim_token == token,
+        D.c.status == DeliveryStatus.sending).values(**values))
 
-    def __init__(self, session: Session, issue_id: int, token: str, lease_until: datetime) -> None:
-        self.session = session
-        self.issue_id = issue_id
-        self.token = token
-        self.lease_until = lease_until
-        engine = session.get_bind()
-        dialect = engine.dialect
-        self._postgres = dialect.name == "postgresql"
-        self._raw = engine.raw_connection()  # type: ignore[union-attr]
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        self._mark_sent = (
-            f"UPDATE delivery SET status={mark}, message_id={mark}, sent_at={mark}, "  # noqa: S608
-            f"updated_at={mark}, lease_until=NULL, error='' "
-            f"WHERE id={mark} AND claim_token={mark}"
-        )
-        self._issue_status = f"SELECT status FROM issue WHERE id={mark}"  # noqa: S608
-        self._when = D.c.sent_at.type.bind_processor(dialect) or (lambda value: value)
-        if self._postgres:
-            # One commit per sent row; waiting for the WAL flush on each would cap
-            # throughput. A crash may lose the last marks (those few recipients could
-            # get a duplicate): the same window as SQLite's synchronous=NORMAL.
-            self._raw_execute("SET synchronous_commit = off")
 
-    def _raw_execute(self, sql: str) -> None:
-        cur = self._raw.cursor()
-        try:
-            cur.execute(sql)
-        finally:
-            cur.close()
-        self._raw.commit()
+def release_rows(conn: Session | Connection, token: str, row_ids: Sequence[int],
+                 issue_status: str, why: str = "") -> int:
+    """Hand back rows never tried because the issue is no longer sending (untouched)."""
+    if issue_status == IssueStatus.cancelled:
+        return finish_rows(conn, token, row_ids, DeliveryStatus.cancelled, "cancelled")
+    return finish_rows(conn, token, row_ids, DeliveryStatus.pending,
+                       why or f"released: issue {issue_status}")
 
-    def close(self) -> None:
-        try:
-            if self._postgres:
-                # The connection goes back to the pool: nobody else may inherit
-                # asynchronous commits (a claim or a bounce must be durable).
-                self._raw_execute("RESET synchronous_commit")
-        finally:
-            self._raw.close()
 
-    def sent(self, row_id: int, message_id: str) -> bool:
-        """Record the server's 250. False: the row was no longer ours (lease lost)."""
-        at = self._when(utcnow())
-        cur = self._raw.cursor()
-        try:
-            cur.execute(self._mark_sent, (DeliveryStatus.sent.value, message_id[:255], at, at,
-                                          row_id, self.token))
-            ok = cur.rowcount == 1
-        finally:
-            cur.close()
-        self._raw.commit()
-        if not ok:
-            log.error("delivery %s was sent but its lease was lost (sent twice?)", row_id)
-        return ok
-
-    def issue_status(self) -> str:
-        """The issue's status now: one primary-key SELECT, cheap enough to run every few
-        messages so a pause or cancel stops the batch almost at once."""
-        cur = self._raw.cursor()
-        try:
-            cur.execute(self._issue_status, (self.issue_id,))
-            row = cur.fetchone()
-        finally:
-            cur.close()
-        self._raw.commit()  # end the read: PostgreSQL must not sit idle in a transaction
-        return str(row[0]) if row else ""
-
-    def finish(self, row_ids: Sequence[int], status: str, error: str = "",
-               next_attempt_at: datetime | None = None) -> None:
-        """Claimed rows -> `status` (pending frees them, with an optional backoff)."""
-        if not row_ids:
-            return
-        values: dict[str, Any] = {"status": status, "error": error[:ERROR_LIMIT],
-                                  "updated_at": utcnow(), "lease_until": None}
-        if status == DeliveryStatus.pending:
-            values.update(claim_token="", next_attempt_at=next_attempt_at)
-        self._update_held(row_ids, values)
-
-    def release(self, row_ids: Sequence[int], issue_status: str) -> None:
-        """Hand back claimed rows that were never tried (the issue was paused or cancelled)."""
-        if not row_ids:
-            return
-        if issue_status == IssueStatus.cancelled:
-            values: dict[str, Any] = {"status": DeliveryStatus.cancelled, "error": "cancelled"}
-        else:
-            values = {"status": DeliveryStatus.pending, "claim_token": "",
-                      "error": f"released: issue {issue_status}"}
-        # Not tried, so the claim's attempt does not count against the retry limit.
-        values.update(updated_at=utcnow(), lease_until=None,
-                      attempts=case((D.c.attempts > 0, D.c.attempts - 1), else_=0))
-        self._update_held(row_ids, values)
-
-    def _update_held(self, row_ids: Sequence[int], values: dict[str, Any]) -> None:
-        self.session.execute(
-            update(D).where(D.c.id.in_(row_ids), D.c.claim_token == self.token,
-                            D.c.status == DeliveryStatus.sending).values(**values)
-        )
-        self.session.commit()
-
-    def refresh(self) -> tuple[str, list[ClaimedRow]]:
-        """Extend the lease on the rows still ours; return the issue's status and those rows.
-
-        A row is ours while it is `sending` with our token; the sweep (after our lease
-        passed, maybe by another machine's clock) may have handed it to someone else.
-        Extending only rows still ours is safe against the sweep either way round: its
-        UPDATE and ours both re-check the row they change.
-        """
-        now = utcnow()
-        self.lease_until = now + timedelta(seconds=settings.send_lease_seconds)
-        self.session.execute(
-            update(D).where(D.c.claim_token == self.token, D.c.status == DeliveryStatus.sending)
-            .values(lease_until=self.lease_until)
-        )
-        self.session.commit()
-        status = self.session.execute(
-            select(I.c.status).where(I.c.id == self.issue_id)).scalar_one()
-        return str(status), load_claimed(self.session, self.token)
+def pause_for_relay(conn: Session | Connection, issue_id: int, reason: str) -> bool:
+    """sending -> paused because the relay refuses us; `reason` is the relay's own words."""
+    return bool(changed(conn, update(I).where(
+        I.c.id == issue_id, I.c.status == IssueStatus.sending)
+        .values(status=IssueStatus.paused, status_reason=reason[:ERROR_LIMIT])))
