@@ -108,9 +108,6 @@ class Settings(BaseSettings):
     manage_links_per_day: int = Field(default=3, ge=1)  # "email me a fresh link"
     max_items_per_issue: int = Field(default=200, ge=1)
 
-    @property
-    def fallback_keys(self) -> tuple[str, ...]:
-        return tuple(k.strip() for k in self.secret_key_fallbacks.split(",") if k.strip())
     # --- delivery engine (issue 7) ---
     # SMTP transactions one worker process keeps in flight at once, each on its own
     # connection to SMTP_HOST (hosted relays answer in 50-300 ms: concurrency is speed).
@@ -121,14 +118,9 @@ class Settings(BaseSettings):
     # taken to refuse us rather than those recipients: the issue pauses, nobody fails.
     smtp_refusals_before_pause: int = Field(default=10, ge=2)
 
-    @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
-        if self.environment == "production" and self.secret_key == DEFAULT_SECRET:
-            raise ValueError(
-                "SECRET_KEY is the built-in development secret; set SECRET_KEY "
-                "to a long random string before running in production"
-            )
-        return self
+    @property
+    def fallback_keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.secret_key_fallbacks.split(",") if k.strip())
 
     @property
     def effective_database_url(self) -> str:
