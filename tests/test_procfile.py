@@ -67,9 +67,18 @@ def test_the_procfile_web_refuses_the_old_published_key(tmp_path):
     assert "SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
 
 
+def _session_id(editor_id: int) -> str:
+    """A real session row, so a cookie is refused only for its signature."""
+    from newsletter import db
+    from newsletter.team import start_session
+
+    with db.session_scope() as session:
+        return start_session(session=session, editor_id=editor_id)
+
+
 def _forged_cookie(editor_id: int) -> str:
     return URLSafeTimedSerializer(DEFAULT_SECRET, salt="editor-session").dumps(
-        {"id": editor_id, "gen": 0})
+        {"id": editor_id, "gen": 0, "sid": _session_id(editor_id)})
 
 
 def _serve(env: dict[str, str], cwd: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -121,7 +130,7 @@ def test_a_cookie_forged_with_the_old_default_key_opens_nothing(tmp_path, sessio
         assert forged.status_code == 303
         assert forged.headers["location"].startswith("/editor/login")
         real = URLSafeTimedSerializer(TEST_SECRET, salt="editor-session").dumps(
-            {"id": editor.id, "gen": 0})
+            {"id": editor.id, "gen": 0, "sid": _session_id(editor.id)})
         assert httpx.get(f"{url}/editor", cookies={"roundup_editor": real},
                          follow_redirects=False, timeout=10).status_code == 200
     finally:

@@ -25,7 +25,14 @@ def _rotated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _editor_cookie(key: str, editor_id: int) -> str:
-    return URLSafeTimedSerializer(key, salt="editor-session").dumps({"id": editor_id, "gen": 0})
+    """A cookie for a real session row, signed with `key`: only the key decides."""
+    from newsletter import db
+    from newsletter.team import start_session
+
+    with db.session_scope() as session:
+        sid = start_session(session=session, editor_id=editor_id)
+    return URLSafeTimedSerializer(key, salt="editor-session").dumps(
+        {"id": editor_id, "gen": 0, "sid": sid})
 
 
 def test_an_unsubscribe_link_signed_with_a_fallback_key_unsubscribes(

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -72,7 +72,7 @@ def _queued_batches() -> int | None:
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
         try:
-            return int(client.llen(BULK_QUEUE))
+            return int(cast(int, client.llen(BULK_QUEUE)))
         finally:
             client.close()
     except (redis.RedisError, OSError, ValueError):
