@@ -161,7 +161,12 @@ def compose(
     for index, item in enumerate(issue.items):
         matched = tuple(t for t in item.topics if t in wanted)
         if item.pinned:
-            pinned.append(ChosenItem(item, "pinned", "Editor's pick", matched))
+            # A pinned story on a topic the reader follows says both (the preview and
+            # the email show why it is there for them, not only that it is pinned).
+            names = [issue.topic_names.get(t, t) for t in matched]
+            reason = ("Editor's pick · You follow " + _join_names(names) if matched
+                      else "Editor's pick")
+            pinned.append(ChosenItem(item, "pinned", reason, matched))
         elif matched:
             names = [issue.topic_names.get(t, t) for t in matched]
             reason = f"You follow {_join_names(names)}"

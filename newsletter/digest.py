@@ -152,7 +152,8 @@ def _stories(n: int) -> str:
 def _chips(issue: IssueContent, c: ChosenItem) -> list[dict[str, str]]:
     names = issue.topic_names
     if c.why == "pinned":
-        return [_chip("Editor's pick", "pinned")]
+        also = [_chip(" · ".join(names.get(t, t) for t in c.matched[:2]), "topic")]
+        return [_chip("Editor's pick", "pinned"), *(also if c.matched else [])]
     if c.why == "topic":
         return [_chip(" · ".join(names.get(t, t) for t in c.matched[:2]), "topic")]
     if getattr(c, "learned", ()):  # learned interest (engagement): "You often read ..."

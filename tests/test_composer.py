@@ -127,3 +127,13 @@ def test_no_learned_interest_gives_the_same_key_as_before():
     assert compose(issue, followed=[], learned=[]).key == compose(issue, followed=[]).key
     # a learned topic this issue doesn't carry renders the same email too
     assert compose(issue, followed=[], learned=["travel"]).key == compose(issue, followed=[]).key
+
+
+def test_a_pinned_story_the_reader_follows_says_both() -> None:
+    issue = issue_of(item(1), item(2, ("logistics",), pinned=True))
+    chosen = compose(issue, followed=("logistics",))
+    assert chosen is not None
+    first = chosen.items[0]
+    assert first.why == "pinned" and first.reason == "Editor's pick · You follow Logistics"
+    plain = compose(issue, followed=())
+    assert plain is not None and plain.items[0].reason == "Editor's pick"
