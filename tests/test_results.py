@@ -89,7 +89,7 @@ def test_results_page_shows_the_numbers_and_charts(editor_client, sent):
     assert re.search(r'data-topic="europe"><td>Europe</td><td class="num">3</td>', html)
     assert re.search(r'id="unsub-attributed">2<', html) and re.search(r'id="unsub-nearby">1<',
                                                                      html)
-    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart') == 3
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart') == 5  # timeline, outcomes, stories, topics, days
 
 
 def test_issue_pages_link_to_results(editor_client, sent):
@@ -107,3 +107,24 @@ def test_results_of_an_unsent_issue_say_so(editor_client, make_issue):
     page = editor_client.get(f"/editor/issues/{issue.id}/results")
     assert page.status_code == 200 and "hasn't been sent yet" in page.text
     assert editor_client.get("/editor/issues/99999/results").status_code == 404
+
+
+def test_the_report_shows_the_delivery_timeline_and_what_became_of_the_messages(
+        editor_client, session, make_issue, make_subscriber) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from newsletter.models import Delivery
+
+    issue = make_issue(items=["A"], status="sent")
+    start = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    for n in range(5):
+        session.add(Delivery(issue_id=issue.id, subscriber_id=make_subscriber().id,
+                             status="sent", sent_at=start + timedelta(minutes=n // 2)))
+    session.add(Delivery(issue_id=issue.id, subscriber_id=make_subscriber().id,
+                         status="failed"))
+    session.commit()
+    page = editor_client.get(f"/editor/issues/{issue.id}/results").text
+    assert "Messages accepted by the relay per minute" in page
+    assert "<title>Delivered, 09:00: 2</title>" in page
+    assert "<title>Delivered, 09:02: 1</title>" in page
+    assert "<title>Delivered: 5</title>" in page and "<title>Failed: 1</title>" in page
