@@ -89,7 +89,7 @@ def test_results_page_shows_the_numbers_and_charts(editor_client, sent):
     assert re.search(r'data-topic="europe"><td>Europe</td><td class="num">3</td>', html)
     assert re.search(r'id="unsub-attributed">2<', html) and re.search(r'id="unsub-nearby">1<',
                                                                      html)
-    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart') == 5  # timeline, outcomes, stories, topics, days
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart') == 5
 
 
 def test_issue_pages_link_to_results(editor_client, sent):
