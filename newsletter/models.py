@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -222,6 +222,10 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id", name="uq_delivery_issue_subscriber"),
         Index("ix_delivery_issue_status", "issue_id", "status"),
+        # Leases held right now, for the sweep (migration 0117, issue 7).
+        Index("ix_delivery_lease_held", "lease_until",
+              postgresql_where=text("status = 'sending'"),
+              sqlite_where=text("status = 'sending'")),
     )
 
     id: int | None = Field(default=None, primary_key=True)

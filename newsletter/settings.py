@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     signup_cooldown_minutes: int = 15
     signup_rate_per_minute: int = 10
 
+    # --- delivery at scale (issue 7) ---
+    # How often beat runs the delivery sweep (expired leases, batches lost with Redis).
+    send_sweep_seconds: float = Field(default=15.0, ge=1, le=300)
+    # Pause and cancel wait up to this long for running batches to hand their rows back.
+    send_stop_wait_seconds: float = Field(default=5.0, ge=0, le=120)
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET:

@@ -67,7 +67,7 @@ def _queued_batches() -> int | None:
     """Batch tasks waiting in the broker for a worker (None: cannot tell)."""
     import redis
 
-    from workers.celery_app import BULK_QUEUE
+    from newsletter.queue import BULK_QUEUE
 
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)

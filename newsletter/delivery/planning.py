@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    MetaData,
+    String,
+    Table,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlmodel import Session, col
 
 from newsletter.composer import Composition, IssueContent, compose, load_issue
@@ -24,13 +40,16 @@ from newsletter.models import (
     Issue,
     IssueStatus,
     SubscriberStatus,
+    SubscriberTopic,
     Suppression,
+    Topic,
     utcnow,
 )
 from newsletter.settings import settings
 from newsletter.subscribers import topics_by_subscriber
 
 PLANNABLE = (IssueStatus.approved, IssueStatus.scheduled)
+MAX_ISSUE_TOPICS = 62  # bits of the BIGINT mask planning groups subscribers by
 
 
 class CompositionCache:
@@ -59,12 +78,17 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
     With `replan=True` an issue already sending (or paused) gets rows only for
     subscribers confirmed since; the unique (issue, subscriber) constraint keeps it at
     one row each. Returns the number of rows written. Call enqueue_batches after commit.
+
+    Set-based: subscribers never pass through Python. One query groups the eligible
+    subscribers by what their digest depends on (see `_digest_shape`); compose() runs
+    once per group; one INSERT ... SELECT writes every row, numbering batches with a
+    window function.
     """
     now = utcnow()
     won = changed(session,
         update(I)
         .where(I.c.id == issue_id, I.c.status.in_(PLANNABLE))
-        .values(status=IssueStatus.sending, send_started_at=now)
+        .values(status=IssueStatus.sending, send_started_at=now, status_reason="")
     )
     if not won:
         issue = session.get(Issue, issue_id)
@@ -80,68 +104,152 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
                 "(`newsletter approve ISSUE` or `newsletter send ISSUE --approve`)"
             )
 
-    already = select(D.c.subscriber_id).where(D.c.issue_id == issue_id)
+    content = load_issue(session=session, issue_id=issue_id)
+    shape = _digest_shape(session, issue_id, content)
+    groups = session.execute(
+        select(shape.c.mask, shape.c.follows_any, shape.c.only_mine, func.min(shape.c.id))
+        .group_by(shape.c.mask, shape.c.follows_any, shape.c.only_mine)
+    ).all()
+    if not groups:
+        return 0
+    keys = _group_keys(session, content, groups)
+
+    plan_keys = _plan_key_table()
+    bind = session.connection()
+    plan_keys.drop(bind, checkfirst=True)  # SQLite: a temp table can outlive a rollback
+    plan_keys.create(bind)
+    try:
+        session.execute(insert(plan_keys), keys)
+        first_batch = (session.execute(
+            select(func.max(D.c.batch)).where(D.c.issue_id == issue_id)
+        ).scalar() or 0) + 1
+        written = _insert_rows(session, issue_id, shape, plan_keys, first_batch, now)
+    finally:
+        plan_keys.drop(bind)
+    return written
+
+
+def _digest_shape(session: Session, issue_id: int, content: IssueContent) -> Any:
+    """Eligible subscribers not yet planned, with what their digest depends on.
+
+    compose() looks at followed topics only through those the issue's items carry (which
+    items match, and their reasons) and through whether any topic is followed at all
+    ("Also this week" vs "From this week's roundup"). So each subscriber is reduced to a
+    bit mask over the issue's topics, `follows_any` and `only_my_topics`: a handful of
+    groups however many subscribers. The masks are integer sums, so the same subscriber
+    gets the same mask in every query (no string aggregation order to rely on).
+    """
+    issue_slugs = sorted({t for item in content.items for t in item.topics})
+    ids = dict(session.execute(
+        select(col(Topic.slug), col(Topic.id)).where(col(Topic.slug).in_(issue_slugs))
+    ).all()) if issue_slugs else {}
+    bits = [(ids[slug], 1 << n) for n, slug in enumerate(issue_slugs) if slug in ids]
+    if len(bits) > MAX_ISSUE_TOPICS:
+        raise SendError(f"an issue can carry at most {MAX_ISSUE_TOPICS} distinct topics "
+                        f"to be planned; this one carries {len(bits)}")
+    st = SubscriberTopic.__table__  # type: ignore[attr-defined]
+    bit = case(*[(st.c.topic_id == tid, value) for tid, value in bits], else_=0) if bits \
+        else literal(0)
+    followed = (
+        select(st.c.subscriber_id, func.sum(bit).label("mask"))
+        .group_by(st.c.subscriber_id)
+        .subquery("followed")
+    )
     suppressed = select(col(Suppression.email)).where(col(Suppression.email) == S.c.email)
-    subscribers = session.execute(
-        select(S.c.id, S.c.only_my_topics)
+    already = select(D.c.id).where(D.c.issue_id == issue_id, D.c.subscriber_id == S.c.id)
+    return (
+        select(
+            S.c.id,
+            func.coalesce(followed.c.mask, 0).label("mask"),
+            followed.c.subscriber_id.is_not(None).label("follows_any"),
+            S.c.only_my_topics.label("only_mine"),
+        )
+        .select_from(S.outerjoin(followed, followed.c.subscriber_id == S.c.id))
         .where(
             S.c.status == SubscriberStatus.confirmed,
             S.c.paused.is_(False),
             ~exists(suppressed),
-            S.c.id.not_in(already),
+            ~exists(already),
         )
-        .order_by(S.c.id)
-    ).all()
-    if not subscribers:
-        return 0
-    # Many subscribers: one scan of the whole table beats a huge IN list.
-    wanted = None if len(subscribers) > 500 else [s.id for s in subscribers]
-    topics = topics_by_subscriber(session=session, subscriber_ids=wanted)
-    compositions = CompositionCache(load_issue(session=session, issue_id=issue_id))
+        .subquery("shape")
+    )
 
-    pending: list[tuple[str, int]] = []
-    skipped: list[int] = []
-    for sid, only_mine in subscribers:
-        composition = compositions.get(topics.get(sid, ()), only_mine)
-        if composition is None:
-            skipped.append(sid)
-        else:
-            pending.append((composition.key, sid))
-    pending.sort()
 
-    first_batch = (session.execute(
-        select(func.max(D.c.batch)).where(D.c.issue_id == issue_id)
-    ).scalar() or 0) + 1
+def _group_keys(session: Session, content: IssueContent,
+                groups: Sequence[Any]) -> list[dict[str, Any]]:
+    """compose() once per group, with the real topics of the group's first subscriber."""
+    topics = topics_by_subscriber(session=session, subscriber_ids=[g[3] for g in groups])
+    compositions = CompositionCache(content)
+    keys = []
+    for mask, follows_any, only_mine, first in groups:
+        composition = compositions.get(topics.get(first, ()), only_mine)
+        keys.append({"mask": int(mask), "follows_any": bool(follows_any),
+                     "only_mine": bool(only_mine),
+                     "composition_key": "" if composition is None else composition.key,
+                     "skip": composition is None})
+    return keys
+
+
+def _plan_key_table() -> Table:
+    """A per-connection temporary table: group -> composition key (or skip)."""
+    return Table(
+        "plan_key", MetaData(),
+        Column("mask", BigInteger, nullable=False),
+        Column("follows_any", Boolean, nullable=False),
+        Column("only_mine", Boolean, nullable=False),
+        Column("composition_key", String(64), nullable=False),
+        Column("skip", Boolean, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+
+
+def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
+                 first_batch: int, now: datetime) -> int:
+    """One INSERT ... SELECT for every row; ON CONFLICT DO NOTHING keeps a race at one row.
+
+    Pending rows are numbered in (composition key, subscriber) order and cut into
+    batches of SEND_BATCH_SIZE; skipped rows get batch 0.
+    """
+    position = func.row_number().over(
+        partition_by=plan_keys.c.skip,
+        order_by=(plan_keys.c.composition_key, shape.c.id))
     size = settings.send_batch_size
-    base = {"issue_id": issue_id, "attempts": 0, "claim_token": "", "message_id": "",
-            "error": "", "created_at": now, "updated_at": now}
-    rows: list[dict[str, Any]] = [
-        {**base, "subscriber_id": sid, "status": DeliveryStatus.pending, "composition_key": key,
-         "batch": first_batch + index // size}
-        for index, (key, sid) in enumerate(pending)
-    ]
-    rows += [
-        {**base, "subscriber_id": sid, "status": DeliveryStatus.skipped, "composition_key": "",
-         "batch": 0}
-        for sid in skipped
-    ]
-    _insert_ignoring_duplicates(session, rows)
-    return len(rows)
-
-
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert; a row that already exists for (issue, subscriber) is left alone."""
+    source = (
+        select(
+            literal(issue_id).label("issue_id"),
+            shape.c.id.label("subscriber_id"),
+            case((plan_keys.c.skip, literal(DeliveryStatus.skipped.value)),
+                 else_=literal(DeliveryStatus.pending.value)).label("status"),
+            plan_keys.c.composition_key,
+            # `/` on two integers: integer division on both engines.
+            case((plan_keys.c.skip, 0),
+                 else_=first_batch + (position - 1).op("/", precedence=8)(size).self_group()
+                 ).label("batch"),
+            literal(0).label("attempts"),
+            literal("").label("claim_token"),
+            literal("").label("message_id"),
+            literal("").label("error"),
+            literal(now, type_=D.c.created_at.type).label("created_at"),
+            literal(now, type_=D.c.updated_at.type).label("updated_at"),
+        )
+        .select_from(shape.join(plan_keys, and_(
+            plan_keys.c.mask == shape.c.mask,
+            plan_keys.c.follows_any == shape.c.follows_any,
+            plan_keys.c.only_mine == shape.c.only_mine,
+        )))
+        .where(literal(True))  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE
+    )
+    names = ["issue_id", "subscriber_id", "status", "composition_key", "batch", "attempts",
+             "claim_token", "message_id", "error", "created_at", "updated_at"]
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
+    else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        session.execute(insert(D), rows)
-        return
-    stmt = dialect_insert(D).on_conflict_do_nothing(index_elements=["issue_id", "subscriber_id"])
-    for start in range(0, len(rows), 5000):
-        session.execute(stmt, rows[start : start + 5000])
+    stmt = dialect_insert(D).from_select(names, source).on_conflict_do_nothing(
+        index_elements=["issue_id", "subscriber_id"])
+    # SQLAlchemy keeps an INSERT's row count only when asked to.
+    return changed(session, stmt.execution_options(preserve_rowcount=True))
 
 
 def start_send(*, issue_id: int, approve: bool = False) -> int:
