@@ -164,7 +164,7 @@ def sweep_expired_leases(*, session: Session, now: datetime | None = None) -> in
     """
     now = now or utcnow()
     cancelled_issues = select(I.c.id).where(I.c.status == IssueStatus.cancelled)
-    expired = and_(D.c.status == DeliveryStatus.sending, D.c.lease_until < now)
+    expired = expired_leases(now)
     session.execute(
         update(D).where(D.c.issue_id.in_(cancelled_issues), or_(
             expired, D.c.status == DeliveryStatus.pending))
@@ -192,6 +192,11 @@ def sweep_expired_leases(*, session: Session, now: datetime | None = None) -> in
     if returned:
         log.warning("sweep: %d expired leases returned to pending", returned)
     return int(returned)
+
+
+def expired_leases(now: datetime) -> Any:
+    """Rows whose holder's lease has passed; matches the partial index ix_delivery_lease_held."""
+    return and_(D.c.status == DeliveryStatus.sending, D.c.lease_until < now)
 
 
 def _lost_batches(session: Session, issue_ids: list[int], now: datetime) -> set[tuple[int, int]]:
