@@ -229,8 +229,11 @@ class Delivery(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    issue_id: int = Field(foreign_key="issue.id")
-    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    # No foreign keys: their per-row checks were half the cost of planning a send, and
+    # only plan_send writes rows, from issues and subscribers that are never deleted
+    # (migration 0117, issue 7).
+    issue_id: int
+    subscriber_id: int = Field(index=True)
     status: str = Field(default=DeliveryStatus.pending, max_length=16)
     composition_key: str = Field(default="", max_length=64)  # same key, same rendered email
     batch: int = 0

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlmodel import Session
 
 from newsletter.delivery.enqueue import enqueue_after_commit
@@ -171,7 +171,16 @@ def sweep_expired_leases(*, session: Session, now: datetime | None = None) -> in
         .values(status=DeliveryStatus.cancelled, claim_token="", lease_until=None,
                 updated_at=now, error="cancelled")
     )
-    _fail_spent(session, expired, now)
+    allowed = settings.send_max_retries + 1
+    crashed = changed(session,
+        update(D).where(expired, D.c.attempts >= allowed, ~D.c.issue_id.in_(cancelled_issues))
+        .values(status=DeliveryStatus.failed, claim_token="", lease_until=None, updated_at=now,
+                error=f"out of retries after {allowed} attempts: the worker stopped during "
+                      "the attempt (crashed or killed)")
+    )
+    if crashed:
+        log.error("sweep: %d rows out of attempts failed: their worker died during the "
+                  "last attempt", crashed)
     jobs = _batches_where(session, expired)
     returned = changed(session,
         update(D).where(expired).values(
@@ -179,12 +188,14 @@ def sweep_expired_leases(*, session: Session, now: datetime | None = None) -> in
             error="lease expired; returned to pending",
         )
     )
-    sending_issues = session.execute(
+    sending_issues = list(session.execute(
         select(I.c.id).where(I.c.status == IssueStatus.sending)
-    ).scalars().all()
+    ).scalars().all())
+    stale = set()
     for issue_id in sending_issues:
+        stale |= _pending_rows(session, issue_id, now)
         finish_if_done(session=session, issue_id=issue_id)
-    lost = _lost_batches(session, list(sending_issues), now)
+    lost = _lost_batches(session, sending_issues, stale)
     active = set(sending_issues)
     jobs = {j for j in jobs | lost if j[0] in active}
     for issue_id in {j[0] for j in jobs}:
@@ -199,7 +210,42 @@ def expired_leases(now: datetime) -> Any:
     return and_(D.c.status == DeliveryStatus.sending, D.c.lease_until < now)
 
 
-def _lost_batches(session: Session, issue_ids: list[int], now: datetime) -> set[tuple[int, int]]:
+def _pending_rows(session: Session, issue_id: int, now: datetime) -> set[tuple[int, int]]:
+    """One pass over a sending issue's pending rows (through its (issue, status) index).
+
+    Fails the rows out of attempts that no batch will fail for us (left pending after
+    SEND_MAX_RETRIES was lowered, or by a batch that died before recording them; claim()
+    never takes them), so the issue can finish. Returns the batches whose due rows
+    nobody has touched for two leases (a task lost with a dead worker's prefetch).
+    """
+    allowed = settings.send_max_retries + 1
+    stale_before = now - timedelta(seconds=max(2 * settings.send_lease_seconds, 120))
+    due_since = case((or_(D.c.next_attempt_at.is_(None), D.c.next_attempt_at < stale_before),
+                      D.c.updated_at))
+    pending = and_(D.c.issue_id == issue_id, D.c.status == DeliveryStatus.pending)
+    spent, stale = [], set()
+    for batch, attempts, touched in session.execute(
+        select(D.c.batch, func.max(D.c.attempts), func.min(due_since))
+        .where(pending).group_by(D.c.batch)
+    ):
+        if attempts >= allowed:
+            spent.append(batch)
+        if touched is not None and touched < stale_before:
+            stale.add((issue_id, int(batch)))
+    if spent:
+        prefix = f"out of retries after {allowed} attempts: "
+        left = changed(session,
+            update(D).where(pending, D.c.batch.in_(spent), D.c.attempts >= allowed).values(
+                status=DeliveryStatus.failed, updated_at=now,
+                error=func.substr(literal(prefix) + D.c.error, 1, ERROR_LIMIT),
+            )
+        )
+        log.error("sweep: issue %s: %d pending rows out of attempts failed", issue_id, left)
+    return stale
+
+
+def _lost_batches(session: Session, issue_ids: list[int],
+                  stale: set[tuple[int, int]]) -> set[tuple[int, int]]:
     """Batches of sending issues whose tasks the broker no longer holds (or may not)."""
     from newsletter import queue
 
@@ -217,48 +263,10 @@ def _lost_batches(session: Session, issue_ids: list[int], now: datetime) -> set[
             log.warning("sweep: Redis lost its queue (restarted or flushed); re-publishing "
                         "%d batches of issues %s", len(lost), sorted({i for i, _ in lost}))
         return lost
-    stale_before = now - timedelta(seconds=max(2 * settings.send_lease_seconds, 120))
-    stale = set()
-    for issue_id in issue_ids:
-        stale |= _batches_where(session, and_(
-            D.c.issue_id == issue_id,
-            D.c.status == DeliveryStatus.pending,
-            D.c.updated_at < stale_before,
-            or_(D.c.next_attempt_at.is_(None), D.c.next_attempt_at < stale_before),
-        ))
     # Once per lease period each, not every sweep: a batch waiting its turn behind a
     # long queue also looks untouched, and re-publishing it is only a wasted task.
     return {(i, b) for i, b in stale
             if queue.first_time(f"roundup:republished:{i}:{b}", settings.send_lease_seconds)}
-
-
-def _fail_spent(session: Session, expired: Any, now: datetime) -> None:
-    """Rows out of attempts that no batch will fail for us -> failed, so the issue can finish.
-
-    A batch fails spent rows itself on a 4xx or relay error; these are the others: a
-    worker killed (OOM, SIGKILL) or a batch crashing on the row's last attempt, which
-    would otherwise come back through this sweep for ever, and rows left pending
-    after SEND_MAX_RETRIES was lowered. claim() never takes a spent row.
-    """
-    allowed = settings.send_max_retries + 1
-    spent = and_(D.c.attempts >= allowed,
-                 D.c.issue_id.in_(select(I.c.id).where(I.c.status != IssueStatus.cancelled)))
-    prefix = f"out of retries after {allowed} attempts: "
-    crashed = changed(session,
-        update(D).where(expired, spent).values(
-            status=DeliveryStatus.failed, claim_token="", lease_until=None, updated_at=now,
-            error=prefix + "the worker stopped during the attempt (crashed or killed)",
-        )
-    )
-    left = changed(session,
-        update(D).where(D.c.status == DeliveryStatus.pending, spent).values(
-            status=DeliveryStatus.failed, updated_at=now,
-            error=func.substr(literal(prefix) + D.c.error, 1, ERROR_LIMIT),
-        )
-    )
-    if crashed or left:
-        log.error("sweep: %d rows out of attempts failed (%d died with their worker)",
-                  crashed + left, crashed)
 
 
 def _batches_where(session: Session, condition: Any) -> set[tuple[int, int]]:

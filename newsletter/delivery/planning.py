@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Integer,
     MetaData,
     String,
     Table,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 from sqlmodel import Session, col
@@ -50,6 +52,7 @@ from newsletter.subscribers import topics_by_subscriber
 
 PLANNABLE = (IssueStatus.approved, IssueStatus.scheduled)
 MAX_ISSUE_TOPICS = 62  # bits of the BIGINT mask planning groups subscribers by
+PLAN_WORK_MEM = "64MB"  # PostgreSQL memory for grouping while planning
 
 
 class CompositionCache:
@@ -74,15 +77,16 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
 
     Eligible: confirmed, not paused, not suppressed. Rows whose composition is empty
     ("only my topics", no match) are written `skipped`. Pending rows get batches of
-    SEND_BATCH_SIZE ordered by composition key, so a batch needs few renders.
+    about SEND_BATCH_SIZE, each holding one composition, so a batch renders once.
     With `replan=True` an issue already sending (or paused) gets rows only for
     subscribers confirmed since; the unique (issue, subscriber) constraint keeps it at
     one row each. Returns the number of rows written. Call enqueue_batches after commit.
 
     Set-based: subscribers never pass through Python. One query groups the eligible
-    subscribers by what their digest depends on (see `_digest_shape`); compose() runs
-    once per group; one INSERT ... SELECT writes every row, numbering batches with a
-    window function.
+    subscribers by what their digest depends on (see `_digest_shape`) and counts them;
+    compose() runs once per group; each composition gets a range of batch numbers;
+    one INSERT ... SELECT writes every row, spreading a composition's subscribers over
+    its range by id (no sort of the whole list).
     """
     now = utcnow()
     won = changed(session,
@@ -104,15 +108,24 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
                 "(`newsletter approve ISSUE` or `newsletter send ISSUE --approve`)"
             )
 
+    if session.get_bind().dialect.name == "postgresql":
+        # Grouping every subscriber: in memory, not in temporary files (this
+        # transaction only).
+        session.execute(text(f"SET LOCAL work_mem = '{PLAN_WORK_MEM}'"))
     content = load_issue(session=session, issue_id=issue_id)
-    shape = _digest_shape(session, issue_id, content)
+    # A fresh plan (we just moved the issue to `sending`) has no rows to step around.
+    shape = _digest_shape(session, issue_id, content, fresh=bool(won))
     groups = session.execute(
-        select(shape.c.mask, shape.c.follows_any, shape.c.only_mine, func.min(shape.c.id))
+        select(shape.c.mask, shape.c.follows_any, shape.c.only_mine, func.min(shape.c.id),
+               func.count())
         .group_by(shape.c.mask, shape.c.follows_any, shape.c.only_mine)
     ).all()
     if not groups:
         return 0
-    keys = _group_keys(session, content, groups)
+    first_batch = (session.execute(
+        select(func.max(D.c.batch)).where(D.c.issue_id == issue_id)
+    ).scalar() or 0) + 1
+    keys = _group_keys(session, content, groups, first_batch)
 
     plan_keys = _plan_key_table()
     bind = session.connection()
@@ -120,16 +133,14 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
     plan_keys.create(bind)
     try:
         session.execute(insert(plan_keys), keys)
-        first_batch = (session.execute(
-            select(func.max(D.c.batch)).where(D.c.issue_id == issue_id)
-        ).scalar() or 0) + 1
-        written = _insert_rows(session, issue_id, shape, plan_keys, first_batch, now)
+        written = _insert_rows(session, issue_id, shape, plan_keys, now, fresh=bool(won))
     finally:
         plan_keys.drop(bind)
     return written
 
 
-def _digest_shape(session: Session, issue_id: int, content: IssueContent) -> Any:
+def _digest_shape(session: Session, issue_id: int, content: IssueContent, *,
+                  fresh: bool) -> Any:
     """Eligible subscribers not yet planned, with what their digest depends on.
 
     compose() looks at followed topics only through those the issue's items carry (which
@@ -156,7 +167,10 @@ def _digest_shape(session: Session, issue_id: int, content: IssueContent) -> Any
         .subquery("followed")
     )
     suppressed = select(col(Suppression.email)).where(col(Suppression.email) == S.c.email)
-    already = select(D.c.id).where(D.c.issue_id == issue_id, D.c.subscriber_id == S.c.id)
+    wanted = [S.c.status == SubscriberStatus.confirmed, S.c.paused.is_(False), ~exists(suppressed)]
+    if not fresh:
+        wanted.append(~exists(
+            select(D.c.id).where(D.c.issue_id == issue_id, D.c.subscriber_id == S.c.id)))
     return (
         select(
             S.c.id,
@@ -165,28 +179,35 @@ def _digest_shape(session: Session, issue_id: int, content: IssueContent) -> Any
             S.c.only_my_topics.label("only_mine"),
         )
         .select_from(S.outerjoin(followed, followed.c.subscriber_id == S.c.id))
-        .where(
-            S.c.status == SubscriberStatus.confirmed,
-            S.c.paused.is_(False),
-            ~exists(suppressed),
-            ~exists(already),
-        )
+        .where(*wanted)
         .subquery("shape")
     )
 
 
-def _group_keys(session: Session, content: IssueContent,
-                groups: Sequence[Any]) -> list[dict[str, Any]]:
-    """compose() once per group, with the real topics of the group's first subscriber."""
+def _group_keys(session: Session, content: IssueContent, groups: Sequence[Any],
+                first_batch: int) -> list[dict[str, Any]]:
+    """compose() once per group, with the real topics of the group's first subscriber;
+    then a range of batch numbers per composition (key order), sized by its count."""
     topics = topics_by_subscriber(session=session, subscriber_ids=[g[3] for g in groups])
     compositions = CompositionCache(content)
     keys = []
-    for mask, follows_any, only_mine, first in groups:
+    per_key: dict[str, int] = {}
+    for mask, follows_any, only_mine, first, count in groups:
         composition = compositions.get(topics.get(first, ()), only_mine)
+        key = "" if composition is None else composition.key
         keys.append({"mask": int(mask), "follows_any": bool(follows_any),
-                     "only_mine": bool(only_mine),
-                     "composition_key": "" if composition is None else composition.key,
+                     "only_mine": bool(only_mine), "composition_key": key,
                      "skip": composition is None})
+        if composition is not None:
+            per_key[key] = per_key.get(key, 0) + int(count)
+    ranges: dict[str, tuple[int, int]] = {}
+    size = settings.send_batch_size
+    for key in sorted(per_key):
+        batches = -(-per_key[key] // size)
+        ranges[key] = (first_batch, batches)
+        first_batch += batches
+    for row in keys:  # skipped rows: batch 0
+        row["batch_first"], row["batch_count"] = ranges.get(str(row["composition_key"]), (0, 1))
     return keys
 
 
@@ -199,21 +220,24 @@ def _plan_key_table() -> Table:
         Column("only_mine", Boolean, nullable=False),
         Column("composition_key", String(64), nullable=False),
         Column("skip", Boolean, nullable=False),
+        Column("batch_first", Integer, nullable=False),
+        Column("batch_count", Integer, nullable=False),
         prefixes=["TEMPORARY"],
     )
 
 
 def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
-                 first_batch: int, now: datetime) -> int:
-    """One INSERT ... SELECT for every row; ON CONFLICT DO NOTHING keeps a race at one row.
+                 now: datetime, *, fresh: bool) -> int:
+    """One INSERT ... SELECT for every row.
 
-    Pending rows are numbered in (composition key, subscriber) order and cut into
-    batches of SEND_BATCH_SIZE; skipped rows get batch 0.
+    A composition's subscribers are spread over its batches by id modulo their number:
+    batches come out within a few rows of SEND_BATCH_SIZE without numbering (sorting)
+    the subscribers, and each holds one composition.
+
+    A re-plan may race another (or the confirmations it adds): ON CONFLICT DO NOTHING
+    keeps it at one row each. A fresh plan cannot: only the caller that moved the issue
+    to `sending` writes it, so it skips the conflict checks.
     """
-    position = func.row_number().over(
-        partition_by=plan_keys.c.skip,
-        order_by=(plan_keys.c.composition_key, shape.c.id))
-    size = settings.send_batch_size
     source = (
         select(
             literal(issue_id).label("issue_id"),
@@ -221,10 +245,7 @@ def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
             case((plan_keys.c.skip, literal(DeliveryStatus.skipped.value)),
                  else_=literal(DeliveryStatus.pending.value)).label("status"),
             plan_keys.c.composition_key,
-            # `/` on two integers: integer division on both engines.
-            case((plan_keys.c.skip, 0),
-                 else_=first_batch + (position - 1).op("/", precedence=8)(size).self_group()
-                 ).label("batch"),
+            (plan_keys.c.batch_first + shape.c.id % plan_keys.c.batch_count).label("batch"),
             literal(0).label("attempts"),
             literal("").label("claim_token"),
             literal("").label("message_id"),
@@ -241,13 +262,17 @@ def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
     )
     names = ["issue_id", "subscriber_id", "status", "composition_key", "batch", "attempts",
              "claim_token", "message_id", "error", "created_at", "updated_at"]
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    stmt = dialect_insert(D).from_select(names, source).on_conflict_do_nothing(
-        index_elements=["issue_id", "subscriber_id"])
+    stmt: Any = insert(D).from_select(names, source)
+    if not fresh:
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import (  # type: ignore[assignment]
+                insert as dialect_insert,
+            )
+        stmt = dialect_insert(D).from_select(names, source).on_conflict_do_nothing(
+            index_elements=["issue_id", "subscriber_id"])
     # SQLAlchemy keeps an INSERT's row count only when asked to.
     return changed(session, stmt.execution_options(preserve_rowcount=True))
 
