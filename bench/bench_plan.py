@@ -14,8 +14,10 @@ confirmed subscribers bulk-created with generate_series, following 0-3 topics ea
               group, INSERT ... SELECT with the batch numbering)
   old         optionally, an older planning.py given with --old (for example
               `git show ef44112:newsletter/delivery/planning.py > /tmp/old_planning.py`)
-  sweep       one sweep_expired_leases over the N-row ledger (rows pending, 250 leases
-              held, 5 expired) and EXPLAIN ANALYZE of its expired-lease query
+  sweep       EXPLAIN ANALYZE of the sweep's expired-lease query over the N-row ledger
+              (rows pending, one batch's leases held, 5 of them expired), then the
+              time of a steady-state sweep_expired_leases (the one after the sweep that
+              returned those 5), as beat runs it every SEND_SWEEP_SECONDS
 
 The delivery table is emptied between measurements. Timings on the shared 2-core
 machine vary; compare the ratio to the reference of the same run.
@@ -41,8 +43,8 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import select, text, update  # noqa: E402
 
 from newsletter import db  # noqa: E402
+from newsletter.cli.local.services import private_redis  # noqa: E402
 from newsletter.models import Delivery, IssueStatus, utcnow  # noqa: E402
-from newsletter.services import private_redis  # noqa: E402
 from newsletter.settings import settings  # noqa: E402
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -159,8 +161,10 @@ def sweep(issue_id: int) -> tuple[float, str]:
         query = select(Delivery.id).where(expired_leases(utcnow()))
         sql = str(query.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
         explain = "\n".join(session.execute(text("EXPLAIN ANALYZE " + sql)).scalars())
+    with db.session_scope() as session:  # returns the 5 rows, re-publishes their batch
+        sweep_expired_leases(session=session)
     started = time.perf_counter()
-    with db.session_scope() as session:
+    with db.session_scope() as session:  # what beat pays every SEND_SWEEP_SECONDS
         sweep_expired_leases(session=session)
     return time.perf_counter() - started, explain
 
@@ -206,15 +210,19 @@ def main() -> None:
             plan_s, plan_rows = planned(issue_id, plan_send)
             with db.session_scope() as session:
                 groups = session.execute(text(
-                    "SELECT count(DISTINCT composition_key), count(DISTINCT batch) "
-                    "FROM delivery")).one()
+                    "SELECT count(DISTINCT composition_key), count(*), max(n), "
+                    "count(*) FILTER (WHERE n > :size) FROM (SELECT composition_key, batch, "
+                    "count(*) AS n FROM delivery WHERE status = 'pending' "
+                    "GROUP BY composition_key, batch) b"),
+                    {"size": settings.send_batch_size}).one()
             line = (f"N={n:>9,}  reference INSERT...SELECT {ref_rows:,} rows {ref_s:6.2f}s  "
                     f"plan_send {plan_rows:,} rows {plan_s:6.2f}s  "
-                    f"ratio {plan_s / ref_s:4.2f}x  ({groups[0]} compositions, "
-                    f"{groups[1]} batches)")
+                    f"ratio {plan_s / ref_s:4.2f}x  ({groups[0]} compositions in "
+                    f"{groups[1]} batches of at most {groups[2]} rows, {groups[3]} over "
+                    f"SEND_BATCH_SIZE)")
             print(line, flush=True)
             sweep_s, explain = sweep(issue_id)
-            print(f"  sweep over a {n:,}-row ledger: {sweep_s * 1000:.0f} ms; "
+            print(f"  steady-state sweep over a {n:,}-row ledger: {sweep_s * 1000:.0f} ms; "
                   "its expired-lease query:\n    " + explain.replace("\n", "\n    "), flush=True)
             if old is not None:
                 empty_ledger()

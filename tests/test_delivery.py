@@ -303,7 +303,7 @@ def test_unreachable_server_defers_the_whole_batch(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from newsletter.services import free_port
+    from newsletter.cli.local.services import free_port
     from newsletter.settings import settings
 
     make_subscriber(), make_subscriber()

@@ -31,8 +31,8 @@ def _send_services(*, wait: bool) -> Iterator[tuple[bool, bool, Path | None]]:
     Yields (must we wait for the send to finish, are the services private, the mail
     catcher's directory if mail goes there).
     """
-    from newsletter.mailcatcher import smtp_service
-    from newsletter.services import (
+    from newsletter.cli.local.mailcatcher import smtp_service
+    from newsletter.cli.local.services import (
         redis_answers,
         redis_fallback_reason,
         redis_service,
@@ -273,10 +273,10 @@ def _stopped(issue_id: int, verb: str) -> str:
 
     held = wait_for_hand_back(issue_id=issue_id)
     if not held:
-        return "no message is being sent now"
-    return (f"{held:,} messages were still in flight after {settings.send_stop_wait_seconds:g}s "
-            f"(a relay accepting them, or a stopped worker's rows, which are {verb} when "
-            "their lease ends)")
+        return "No message is being sent now."
+    return (f"{held:,} messages were still in flight after {settings.send_stop_wait_seconds:g}s: "
+            f"a relay accepting them, or a stopped worker's rows, which are {verb} when "
+            "their lease ends.")
 
 
 def pause(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
@@ -286,14 +286,14 @@ def pause(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
     with cli_session() as session:
         if not pause_send(session=session, issue_id=issue_id):
             _no_change(session, issue_id, "pause", "sending")
-    console.print(f"Issue {issue_id} paused ({_stopped(issue_id, 'paused')}). "
+    console.print(f"Issue {issue_id} paused. {_stopped(issue_id, 'paused')} "
                   f"`newsletter resume {issue_id}` continues it.", highlight=False)
 
 
 def resume(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
     """Resume a paused send (its pending batches are enqueued again)."""
+    from newsletter.cli.local.services import redis_answers, redis_service
     from newsletter.delivery import resume_send, status_counts
-    from newsletter.services import redis_answers, redis_service
 
     external = redis_answers(settings.redis_url)
     ensure_database()
@@ -316,13 +316,16 @@ def cancel(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
 
     try:
         with cli_session() as session:
-            cancelled = cancel_send(session=session, issue_id=issue_id)
+            cancel_send(session=session, issue_id=issue_id)
     except LookupError:
         fail(f"No issue {issue_id}.")
     except SendError as exc:
         fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
-    console.print(f"Issue {issue_id} cancelled: {cancelled:,} deliveries will not be sent "
-                  f"({_stopped(issue_id, 'cancelled')}).", highlight=False)
+    stopped = _stopped(issue_id, "cancelled")
+    # Counted after the wait: rows running batches handed back are cancelled too.
+    cancelled = _counts(issue_id)["cancelled"]
+    console.print(f"Issue {issue_id} cancelled: {cancelled:,} deliveries will not be sent. "
+                  f"{stopped}", highlight=False)
 
 
 def mailcatcher(
@@ -331,7 +334,7 @@ def mailcatcher(
     port: int = typer.Option(1025, help="Port on 127.0.0.1."),
 ) -> None:
     """Run the local mail catcher in the foreground (every message becomes an .eml file)."""
-    from newsletter.mailcatcher import mail_catcher
+    from newsletter.cli.local.mailcatcher import mail_catcher
 
     target = directory or settings.mail_dir
     with mail_catcher(target, port=port) as (host, bound):
@@ -347,8 +350,8 @@ def worker(
     beat: bool = typer.Option(False, "--beat", help="Also run the beat schedule (one per site)."),
 ) -> None:
     """Run a Celery worker in the foreground (private Redis and mail catcher if unset)."""
-    from newsletter.mailcatcher import smtp_service
-    from newsletter.services import (
+    from newsletter.cli.local.mailcatcher import smtp_service
+    from newsletter.cli.local.services import (
         redis_answers,
         redis_fallback_reason,
         redis_service,

@@ -85,8 +85,8 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
     Set-based: subscribers never pass through Python. One query groups the eligible
     subscribers by what their digest depends on (see `_digest_shape`) and counts them;
     compose() runs once per group; each composition gets a range of batch numbers;
-    one INSERT ... SELECT writes every row, spreading a composition's subscribers over
-    its range by id (no sort of the whole list).
+    one INSERT ... SELECT writes every row, numbering a composition's subscribers into
+    its batches with a window function.
     """
     now = utcnow()
     won = changed(session,
@@ -200,14 +200,12 @@ def _group_keys(session: Session, content: IssueContent, groups: Sequence[Any],
                      "skip": composition is None})
         if composition is not None:
             per_key[key] = per_key.get(key, 0) + int(count)
-    ranges: dict[str, tuple[int, int]] = {}
-    size = settings.send_batch_size
+    starts: dict[str, int] = {}
     for key in sorted(per_key):
-        batches = -(-per_key[key] // size)
-        ranges[key] = (first_batch, batches)
-        first_batch += batches
+        starts[key] = first_batch
+        first_batch += -(-per_key[key] // settings.send_batch_size)
     for row in keys:  # skipped rows: batch 0
-        row["batch_first"], row["batch_count"] = ranges.get(str(row["composition_key"]), (0, 1))
+        row["batch_first"] = starts.get(str(row["composition_key"]), 0)
     return keys
 
 
@@ -221,7 +219,6 @@ def _plan_key_table() -> Table:
         Column("composition_key", String(64), nullable=False),
         Column("skip", Boolean, nullable=False),
         Column("batch_first", Integer, nullable=False),
-        Column("batch_count", Integer, nullable=False),
         prefixes=["TEMPORARY"],
     )
 
@@ -230,14 +227,15 @@ def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
                  now: datetime, *, fresh: bool) -> int:
     """One INSERT ... SELECT for every row.
 
-    A composition's subscribers are spread over its batches by id modulo their number:
-    batches come out within a few rows of SEND_BATCH_SIZE without numbering (sorting)
-    the subscribers, and each holds one composition.
+    A composition's subscribers are numbered in id order and cut into its batches of
+    SEND_BATCH_SIZE, so each batch holds one composition (one render).
 
     A re-plan may race another (or the confirmations it adds): ON CONFLICT DO NOTHING
     keeps it at one row each. A fresh plan cannot: only the caller that moved the issue
     to `sending` writes it, so it skips the conflict checks.
     """
+    position = func.row_number().over(
+        partition_by=plan_keys.c.composition_key, order_by=shape.c.id)
     source = (
         select(
             literal(issue_id).label("issue_id"),
@@ -245,7 +243,9 @@ def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
             case((plan_keys.c.skip, literal(DeliveryStatus.skipped.value)),
                  else_=literal(DeliveryStatus.pending.value)).label("status"),
             plan_keys.c.composition_key,
-            (plan_keys.c.batch_first + shape.c.id % plan_keys.c.batch_count).label("batch"),
+            # `/` on two integers: integer division on both engines.
+            case((plan_keys.c.skip, 0), else_=plan_keys.c.batch_first + (position - 1).op(
+                "/", precedence=8)(settings.send_batch_size).self_group()).label("batch"),
             literal(0).label("attempts"),
             literal("").label("claim_token"),
             literal("").label("message_id"),

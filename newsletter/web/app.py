@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from newsletter.settings import settings
 from newsletter.web import api, public
+from newsletter.web.editor import router as editor_router
 from newsletter.web.security import RateLimiter, SecurityMiddleware, check_secret
 from newsletter.web.templating import make_templates, render
 
@@ -79,12 +79,7 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
     app.include_router(public.router)
-    # The editors' console (issue 4) is its own package; include it when present so
-    # the two can land independently.
-    if importlib.util.find_spec("newsletter.web.editor") is not None:
-        from newsletter.web.editor import router as editor_router
-
-        app.include_router(editor_router)
+    app.include_router(editor_router)
     return app
 
 
