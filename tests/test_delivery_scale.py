@@ -491,3 +491,83 @@ def test_no_module_under_newsletter_imports_workers() -> None:
     ]
     assert offenders == []
     assert os.path.exists(root / "queue.py")
+
+
+# --- the console ------------------------------------------------------------------------
+
+
+def _pause_itself(issue_id: int, words: str) -> None:
+    with db.session_scope() as s:
+        assert delivery.pause_send(session=s, issue_id=issue_id, reason=words)
+
+
+def test_the_send_page_shows_the_relays_words_escaped_and_retries_failed_rows(
+    editor_client: Any, session: Session, approved_issue: Issue,
+    make_subscriber: Callable[..., Subscriber], redis_url: str,
+) -> None:
+    from tests.fixtures.editor import editor_post
+
+    subs = [make_subscriber() for _ in range(3)]
+    plan(session, approved_issue.id)
+    _fail(approved_issue.id, [subs[2].id])
+    _pause_itself(approved_issue.id, "554 5.7.1 <x@example.org>: Relay access denied")
+
+    page = editor_client.get(f"/editor/issues/{approved_issue.id}/send")
+
+    assert "The send paused itself." in page.text
+    assert "554 5.7.1 &lt;x@example.org&gt;: Relay access denied" in page.text
+    assert "Retry failed (1)" in page.text
+    assert editor_client.get(
+        f"/editor/issues/{approved_issue.id}/progress.json").json()["status_reason"]
+
+    answer = editor_post(editor_client, f"/editor/issues/{approved_issue.id}/retry-failed",
+                         page=f"/editor/issues/{approved_issue.id}/send")
+    assert answer.status_code == 303
+    assert counts(approved_issue.id)["failed"] == 0
+    again = editor_post(editor_client, f"/editor/issues/{approved_issue.id}/retry-failed",
+                        page=f"/editor/issues/{approved_issue.id}/send")
+    assert again.status_code == 400 and "no failed deliveries" in again.text
+
+
+def test_pausing_from_the_console_answers_once_the_batch_handed_its_rows_back(
+    editor_client: Any, sending_slowly: Issue, slow_smtp_server: SMTPTestServer,
+) -> None:
+    from tests.fixtures.editor import editor_post
+
+    answer = editor_post(editor_client, f"/editor/issues/{sending_slowly.id}/pause",
+                         page=f"/editor/issues/{sending_slowly.id}/send")
+
+    assert answer.status_code == 303
+    assert counts(sending_slowly.id)["sending"] == 0
+    delivered = len(slow_smtp_server.messages)
+    time.sleep(1.0)
+    assert len(slow_smtp_server.messages) == delivered
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_paused_send_page_in_chromium(
+    live_server: Any, browser_page: Any, session: Session, approved_issue: Issue,
+    make_subscriber: Callable[..., Subscriber], redis_url: str,
+) -> None:
+    from tests.fixtures.editor import create_editor
+    from tests.fixtures.web import screenshot
+
+    account = create_editor(session)
+    subs = [make_subscriber() for _ in range(4)]
+    plan(session, approved_issue.id)
+    _fail(approved_issue.id, [subs[0].id])
+    _pause_itself(approved_issue.id, "535 5.7.8 Authentication credentials invalid "
+                  "(the relay refused our SMTP_USERNAME / SMTP_PASSWORD)")
+    page = browser_page
+    page.goto(f"{live_server.url}/editor/login")
+    page.fill("input[name=email]", account.email)
+    page.fill("input[name=password]", account.password)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(f"{live_server.url}/editor")
+
+    page.goto(f"{live_server.url}/editor/issues/{approved_issue.id}/send")
+
+    assert "Authentication credentials invalid" in page.inner_text("#status-reason")
+    assert page.is_visible("#btn-retry-failed")
+    screenshot(page, "send-paused-by-relay")
