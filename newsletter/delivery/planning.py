@@ -113,29 +113,31 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
         # transaction only).
         session.execute(text(f"SET LOCAL work_mem = '{PLAN_WORK_MEM}'"))
     content = load_issue(session=session, issue_id=issue_id)
+    shape, plan_keys = _temporary_tables()
+    bind = session.connection()
+    for table in (shape, plan_keys):
+        table.drop(bind, checkfirst=True)  # SQLite: a temp table can outlive a rollback
+        table.create(bind)
+    # Each eligible subscriber's shape, computed once for the grouping and the insert.
     # A fresh plan (we just moved the issue to `sending`) has no rows to step around.
-    shape = _digest_shape(session, issue_id, content, fresh=bool(won))
+    session.execute(insert(shape).from_select(
+        ["id", "mask", "follows_any", "only_mine"],
+        _digest_shape(session, issue_id, content, fresh=bool(won))))
     groups = session.execute(
         select(shape.c.mask, shape.c.follows_any, shape.c.only_mine, func.min(shape.c.id),
                func.count())
         .group_by(shape.c.mask, shape.c.follows_any, shape.c.only_mine)
     ).all()
-    if not groups:
-        return 0
-    first_batch = (session.execute(
-        select(func.max(D.c.batch)).where(D.c.issue_id == issue_id)
-    ).scalar() or 0) + 1
-    keys = _group_keys(session, content, groups, first_batch)
-
-    plan_keys = _plan_key_table()
-    bind = session.connection()
-    plan_keys.drop(bind, checkfirst=True)  # SQLite: a temp table can outlive a rollback
-    plan_keys.create(bind)
-    try:
-        session.execute(insert(plan_keys), keys)
+    written = 0
+    if groups:
+        first_batch = (session.execute(
+            select(func.max(D.c.batch)).where(D.c.issue_id == issue_id)
+        ).scalar() or 0) + 1
+        session.execute(insert(plan_keys), _group_keys(session, content, groups, first_batch))
         written = _insert_rows(session, issue_id, shape, plan_keys, now, fresh=bool(won))
-    finally:
-        plan_keys.drop(bind)
+    # Not in a `finally`: after an error PostgreSQL's rollback drops them anyway.
+    for table in (shape, plan_keys):
+        table.drop(bind)
     return written
 
 
@@ -180,7 +182,6 @@ def _digest_shape(session: Session, issue_id: int, content: IssueContent, *,
         )
         .select_from(S.outerjoin(followed, followed.c.subscriber_id == S.c.id))
         .where(*wanted)
-        .subquery("shape")
     )
 
 
@@ -209,10 +210,19 @@ def _group_keys(session: Session, content: IssueContent, groups: Sequence[Any],
     return keys
 
 
-def _plan_key_table() -> Table:
-    """A per-connection temporary table: group -> composition key (or skip)."""
-    return Table(
-        "plan_key", MetaData(),
+def _temporary_tables() -> tuple[Table, Table]:
+    """Per-connection temporary tables: each subscriber's shape; group -> composition."""
+    metadata = MetaData()
+    shape = Table(
+        "plan_shape", metadata,
+        Column("id", Integer, nullable=False),
+        Column("mask", BigInteger, nullable=False),
+        Column("follows_any", Boolean, nullable=False),
+        Column("only_mine", Boolean, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+    plan_keys = Table(
+        "plan_key", metadata,
         Column("mask", BigInteger, nullable=False),
         Column("follows_any", Boolean, nullable=False),
         Column("only_mine", Boolean, nullable=False),
@@ -221,6 +231,7 @@ def _plan_key_table() -> Table:
         Column("batch_first", Integer, nullable=False),
         prefixes=["TEMPORARY"],
     )
+    return shape, plan_keys
 
 
 def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
@@ -235,7 +246,7 @@ def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
     to `sending` writes it, so it skips the conflict checks.
     """
     position = func.row_number().over(
-        partition_by=plan_keys.c.composition_key, order_by=shape.c.id)
+        partition_by=plan_keys.c.batch_first, order_by=shape.c.id)  # one per composition
     source = (
         select(
             literal(issue_id).label("issue_id"),
