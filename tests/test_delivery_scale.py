@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -25,7 +26,12 @@ from sqlalchemy import select, text, update
 from sqlmodel import Session
 
 from newsletter import db, delivery, queue
-from newsletter.cli.local.services import free_port, redis_server_binary, worker_process
+from newsletter.cli.local.services import (
+    free_port,
+    redis_server_binary,
+    settings_env,
+    worker_process,
+)
 from newsletter.composer import compose, load_issue
 from newsletter.delivery.control import expired_leases
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, Subscriber, utcnow
@@ -416,10 +422,22 @@ def own_redis(app_settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
 
 
 @contextlib.contextmanager
-def worker_with_beat(log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    with worker_process(concurrency=1, beat=True, log_path=log,
-                        extra_env={**TEST_WORKER_ENV, **env}) as proc:
-        yield proc
+def worker_and_beat(log_dir: Path, **env: str) -> Iterator[None]:
+    """A Procfile-style `worker` and a separate `beat`, both on this test's Redis."""
+    with worker_process(concurrency=1, log_path=log_dir / "worker.log",
+                        extra_env={**TEST_WORKER_ENV, **env}):
+        beat_env = {**os.environ, **settings_env(), **env,
+                    "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        with open(log_dir / "beat.log", "ab") as out:
+            beat = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
+                 "-l", "INFO", "-s", str(log_dir / "beat-schedule")],
+                env=beat_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield
+        finally:
+            beat.terminate()
+            beat.wait(10)
 
 
 @pytest.mark.slow
@@ -431,12 +449,14 @@ def test_a_send_resumes_within_a_minute_of_redis_coming_back(
     monkeypatch.setattr(settings, "send_batch_size", 5)
     readers = [make_subscriber() for _ in range(60)]
     slow_smtp_server.delay = 0.05  # type: ignore[attr-defined]
-    log = tmp_path / "worker.log"
+
+    def logs() -> str:
+        return "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
+
     # Default lease and sweep period: recovery must not depend on short test settings.
-    with worker_with_beat(log, SEND_BATCH_SIZE="5", SEND_LEASE_SECONDS="300"):
+    with worker_and_beat(tmp_path, SEND_BATCH_SIZE="5", SEND_LEASE_SECONDS="300"):
         delivery.start_send(issue_id=approved_issue.id)
-        wait_until(lambda: counts(approved_issue.id)["sent"] >= 10, timeout=30,
-                   message=lambda: log.read_text())
+        wait_until(lambda: counts(approved_issue.id)["sent"] >= 10, timeout=30, message=logs)
 
         own_redis.kill()  # queued batch tasks vanish with it
         time.sleep(2)
@@ -444,7 +464,7 @@ def test_a_send_resumes_within_a_minute_of_redis_coming_back(
         back = time.monotonic()
 
         wait_until(lambda: done(approved_issue.id), timeout=60, interval=0.5,
-                   message=lambda: f"{counts(approved_issue.id)}\n{log.read_text()[-4000:]}")
+                   message=lambda: f"{counts(approved_issue.id)}\n{logs()}")
         took = time.monotonic() - back
 
     assert Counter(slow_smtp_server.recipients()) == Counter(r.email for r in readers)
