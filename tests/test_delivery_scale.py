@@ -261,7 +261,7 @@ def test_send_retry_failed_sends_exactly_the_failed_rows_once_each(
                                       "--wait", "--timeout", "30"])
 
     assert result.exit_code == 0, result.output
-    assert "3 failed deliveries go out again" in result.output
+    assert "3 deliveries that had failed go out again" in result.output
     time.sleep(0.5)  # a duplicate task would show by now
     assert Counter(smtp_server.recipients()) == Counter(
         s.email for s in subs if s.id in failed)

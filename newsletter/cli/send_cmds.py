@@ -185,6 +185,10 @@ def send(
     _mail_catcher_note(mail_dir)
 
 
+def _deliveries(n: int) -> str:
+    return f"{n:,} {'delivery' if n == 1 else 'deliveries'}"
+
+
 def _mail_catcher_note(mail_dir: Path | None) -> None:
     if mail_dir is not None:
         console.print(f"SMTP_HOST is not set: the messages went to the local mail catcher, "
@@ -213,7 +217,7 @@ def _retry_failed(issue_id: int, *, wait: bool, timeout: float | None) -> None:
         if not reset:
             console.print(f"Issue {issue_id} has no failed deliveries to retry.")
             return
-        console.print(f"Issue {issue_id}: {reset:,} failed deliveries go out again.")
+        console.print(f"Issue {issue_id}: {_deliveries(reset)} that had failed go out again.")
         if still_paused:
             console.print(f"The issue is paused: `newsletter resume {issue_id}` sends them.")
         elif must_wait:
@@ -256,8 +260,8 @@ def status(
         console.print(f"Why {issue.status}: {issue.status_reason}", highlight=False,
                       soft_wrap=True, markup=False)
     if counts.get("failed"):
-        console.print(f"`newsletter send {issue_id} --retry-failed` sends the "
-                      f"{counts['failed']:,} failed deliveries again.", highlight=False)
+        console.print(f"`newsletter send {issue_id} --retry-failed` sends the failed "
+                      f"{_deliveries(counts['failed'])} again.", highlight=False)
 
 
 def _no_change(session: Session, issue_id: int, action: str, wanted: str) -> NoReturn:

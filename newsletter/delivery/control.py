@@ -260,8 +260,10 @@ def _lost_batches(session: Session, issue_ids: list[int],
     if reset:
         lost = {(i, b) for i in issue_ids for b in pending_batches(session=session, issue_id=i)}
         if lost:
-            log.warning("sweep: Redis lost its queue (restarted or flushed); re-publishing "
-                        "%d batches of issues %s", len(lost), sorted({i for i, _ in lost}))
+            # Also the first sweep on a new Redis: harmless, a batch claims only what is due.
+            log.info("sweep: Redis has no record of our queue (new, restarted or flushed): "
+                     "published the %d batches with pending rows of issues %s again",
+                     len(lost), sorted({i for i, _ in lost}))
         return lost
     # Once per lease period each, not every sweep: a batch waiting its turn behind a
     # long queue also looks untouched, and re-publishing it is only a wasted task.

@@ -52,7 +52,8 @@ from newsletter.subscribers import topics_by_subscriber
 
 PLANNABLE = (IssueStatus.approved, IssueStatus.scheduled)
 MAX_ISSUE_TOPICS = 62  # bits of the BIGINT mask planning groups subscribers by
-PLAN_WORK_MEM = "64MB"  # PostgreSQL memory for grouping while planning
+PLAN_WORK_MEM = "128MB"  # PostgreSQL memory for sorts while planning (~100 bytes a row)
+PLAN_TEMP_BUFFERS = "128MB"  # for the planner's temporary table (~50 bytes a subscriber)
 
 
 class CompositionCache:
@@ -109,9 +110,11 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
             )
 
     if session.get_bind().dialect.name == "postgresql":
-        # Grouping every subscriber: in memory, not in temporary files (this
-        # transaction only).
+        # Grouping and numbering every subscriber, and the temporary tables: in memory,
+        # not in temporary files (this transaction only; temp_buffers takes effect only
+        # on a connection that has not used temporary tables yet).
         session.execute(text(f"SET LOCAL work_mem = '{PLAN_WORK_MEM}'"))
+        session.execute(text(f"SET LOCAL temp_buffers = '{PLAN_TEMP_BUFFERS}'"))
     content = load_issue(session=session, issue_id=issue_id)
     shape, plan_keys = _temporary_tables()
     bind = session.connection()
