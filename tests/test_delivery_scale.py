@@ -136,6 +136,26 @@ def test_a_large_composition_is_cut_into_batches_of_at_most_the_batch_size(
     assert sorted(sizes.values()) == [1, 3, 3, 3]
 
 
+def test_an_issue_with_many_topics_is_planned_with_wide_masks(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber],
+) -> None:
+    from newsletter.models import Topic
+
+    for n in range(40):  # past 31 bits: masks are 64-bit from query to temporary table
+        session.add(Topic(slug=f"extra-{n:02}", name=f"Extra {n}", description=""))
+    session.commit()
+    issue = make_issue(status=IssueStatus.approved, items=[
+        {"headline": f"Story {n}", "topics": [f"extra-{n:02}"]} for n in range(40)])
+    last = make_subscriber(topics=["extra-39"], only_my_topics=True)
+    nothing = make_subscriber(topics=["fintech"], only_my_topics=True)
+
+    assert plan(session, issue.id) == 2
+
+    rows = {r.subscriber_id: r for r in ledger(issue.id)}
+    assert (rows[last.id].status, rows[nothing.id].status) == ("pending", "skipped")
+
+
 def test_replanning_appends_new_subscribers_in_new_batches(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
 ) -> None:

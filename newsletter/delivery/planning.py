@@ -77,14 +77,15 @@ def plan_send(*, session: Session, issue_id: int, replan: bool = False) -> int:
     """Move the issue to `sending` and write one ledger row per eligible subscriber.
 
     Eligible: confirmed, not paused, not suppressed. Rows whose composition is empty
-    ("only my topics", no match) are written `skipped`. Pending rows get batches of
-    about SEND_BATCH_SIZE, each holding one composition, so a batch renders once.
+    ("only my topics", no match) are written `skipped`. Pending rows get batches of at
+    most SEND_BATCH_SIZE, each holding one composition, so a batch renders once.
     With `replan=True` an issue already sending (or paused) gets rows only for
     subscribers confirmed since; the unique (issue, subscriber) constraint keeps it at
     one row each. Returns the number of rows written. Call enqueue_batches after commit.
 
-    Set-based: subscribers never pass through Python. One query groups the eligible
-    subscribers by what their digest depends on (see `_digest_shape`) and counts them;
+    Set-based: subscribers never pass through Python. One query writes each eligible
+    subscriber's digest shape (see `_digest_shape`) into a temporary table, one groups
+    and counts them;
     compose() runs once per group; each composition gets a range of batch numbers;
     one INSERT ... SELECT writes every row, numbering a composition's subscribers into
     its batches with a window function.
@@ -152,8 +153,8 @@ def _digest_shape(session: Session, issue_id: int, content: IssueContent, *,
     items match, and their reasons) and through whether any topic is followed at all
     ("Also this week" vs "From this week's roundup"). So each subscriber is reduced to a
     bit mask over the issue's topics, `follows_any` and `only_my_topics`: a handful of
-    groups however many subscribers. The masks are integer sums, so the same subscriber
-    gets the same mask in every query (no string aggregation order to rely on).
+    groups however many subscribers. A mask is an integer sum of one bit per topic: exact,
+    with no string aggregation order to rely on.
     """
     issue_slugs = sorted({t for item in content.items for t in item.topics})
     ids = dict(session.execute(
@@ -164,8 +165,8 @@ def _digest_shape(session: Session, issue_id: int, content: IssueContent, *,
         raise SendError(f"an issue can carry at most {MAX_ISSUE_TOPICS} distinct topics "
                         f"to be planned; this one carries {len(bits)}")
     st = SubscriberTopic.__table__  # type: ignore[attr-defined]
-    bit = case(*[(st.c.topic_id == tid, value) for tid, value in bits], else_=0) if bits \
-        else literal(0)
+    bit = case(*[(st.c.topic_id == tid, literal(value, BigInteger)) for tid, value in bits],
+               else_=literal(0, BigInteger)) if bits else literal(0, BigInteger)
     followed = (
         select(st.c.subscriber_id, func.sum(bit).label("mask"))
         .group_by(st.c.subscriber_id)
