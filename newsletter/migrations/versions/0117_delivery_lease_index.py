@@ -29,10 +29,10 @@ def upgrade() -> None:
         with op.batch_alter_table('delivery', recreate='always',
                                   naming_convention=NAMING) as batch_op:
             for column, table in FOREIGN_KEYS:
-                batch_op.drop_constraint(f'fk_delivery_{column}_{table}', type_='foreignkey')
+                batch_op.drop_constraint(_fk_name(column, table), type_='foreignkey')
     else:
-        for column, _table in FOREIGN_KEYS:
-            op.drop_constraint(f'delivery_{column}_fkey', 'delivery', type_='foreignkey')
+        for column, table in FOREIGN_KEYS:
+            op.drop_constraint(_fk_name(column, table), 'delivery', type_='foreignkey')
     # Only rows a worker holds right now (a few batches' worth), however large the
     # ledger grows: the sweep finds expired leases without reading the table.
     op.create_index(
@@ -42,8 +42,14 @@ def upgrade() -> None:
     )
 
 
+def _fk_name(column: str, table: str) -> str:
+    if op.get_bind().dialect.name == 'sqlite':
+        return f'fk_delivery_{column}_{table}'  # what NAMING gives an unnamed one
+    return f'delivery_{column}_fkey'  # PostgreSQL's own name
+
+
 def downgrade() -> None:
     op.drop_index('ix_delivery_lease_held', table_name='delivery')
     with op.batch_alter_table('delivery', recreate='always') as batch_op:
         for column, table in FOREIGN_KEYS:
-            batch_op.create_foreign_key(f'delivery_{column}_fkey', table, [column], ['id'])
+            batch_op.create_foreign_key(_fk_name(column, table), table, [column], ['id'])
