@@ -400,6 +400,33 @@ def test_the_sweep_republishes_every_pending_batch_once_redis_lost_its_queue(
     assert client.llen(queue.BULK_QUEUE) == 3
 
 
+def test_batches_nobody_touched_for_two_leases_are_republished_once_per_lease(
+    session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    monkeypatch.setattr(settings, "send_batch_size", 2)
+    for _ in range(4):
+        make_subscriber()
+    plan(session, approved_issue.id)
+    client = redis.Redis.from_url(redis_url)
+    with db.session_scope() as s:  # the first sweep on this Redis: it sets its marker
+        delivery.sweep_expired_leases(session=s)
+    client.delete(queue.BULK_QUEUE)
+    long_ago = utcnow() - timedelta(seconds=3 * settings.send_lease_seconds)
+    with db.session_scope() as s:  # a task lost with a dead worker's prefetch
+        s.execute(update(Delivery).where(Delivery.batch == 2).values(updated_at=long_ago))
+
+    for _ in range(3):
+        with db.session_scope() as s:
+            delivery.sweep_expired_leases(session=s)
+
+    assert client.llen(queue.BULK_QUEUE) == 1  # batch 2, once, rows untouched
+    assert {r.updated_at.replace(tzinfo=None) for r in ledger(approved_issue.id)
+            if r.batch == 2} == {long_ago.replace(tzinfo=None)}
+
+
 class RedisProcess:
     """A redis-server of this test's own, on a fixed port, that can be killed and restarted."""
 
