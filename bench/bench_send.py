@@ -44,6 +44,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlmodel import col, select  # noqa: E402
 
 from newsletter import db  # noqa: E402
+from newsletter.cli.local.services import free_port, private_redis, worker_process  # noqa: E402
 from newsletter.models import (  # noqa: E402
     Issue,
     IssueStatus,
@@ -55,7 +56,6 @@ from newsletter.models import (  # noqa: E402
     Topic,
     utcnow,
 )
-from newsletter.services import free_port, private_redis, worker_process  # noqa: E402
 from newsletter.settings import settings  # noqa: E402
 
 DEFAULT_MAX_ITEMS = 12

@@ -88,8 +88,9 @@ def load_demo_data(*, session: Session) -> int:
 
 def run_demo(*, data_dir: Path, progress=None, timeout: float = 300.0) -> DemoResult:  # type: ignore[no-untyped-def]
     """Run the pipeline in `data_dir` (wiped first: the demo always starts fresh)."""
+    from newsletter.cli.local.mailcatcher import mail_catcher
+    from newsletter.cli.local.services import redis_service, worker_process
     from newsletter.delivery import enqueue_batches, plan_send, status_counts
-    from newsletter.services import mail_catcher, redis_service, worker_process
 
     if data_dir.exists() and any(data_dir.iterdir()) and not (data_dir / MARKER).exists():
         # The demo wipes its directory; never wipe one it did not create (say, var/).

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     # taken to refuse us rather than those recipients: the issue pauses, nobody fails.
     smtp_refusals_before_pause: int = Field(default=10, ge=2)
 
+    # --- delivery at scale (issue 7) ---
+    # How often beat runs the delivery sweep (expired leases, batches lost with Redis).
+    send_sweep_seconds: float = Field(default=15.0, ge=1, le=300)
+    # Pause and cancel wait up to this long for running batches to hand their rows back.
+    send_stop_wait_seconds: float = Field(default=5.0, ge=0, le=120)
+
     @property
     def fallback_keys(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.secret_key_fallbacks.split(",") if k.strip())

@@ -58,11 +58,9 @@ def _publish(session: Session) -> None:
         log.info("welcome email for %s not queued: no REDIS_URL", sorted(ids))
         return
     try:
-        from workers.celery_app import app, producer
+        from newsletter import queue
 
-        with producer() as prod:
-            for subscriber_id in sorted(ids):
-                app.send_task(TASK, args=[subscriber_id], producer=prod, retry=False)
+        queue.publish_many(TASK, [[subscriber_id] for subscriber_id in sorted(ids)])
     except Exception as exc:  # the broker is down: the subscription stands, say so
         log.warning("welcome email for %s not queued: %s", sorted(ids), exc)
 

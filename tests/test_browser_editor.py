@@ -116,6 +116,7 @@ def test_edit_preview_check_test_send_approve_and_send(
     # Send now through the worker and watch the progress reach done.
     smtp_server.clear()
     page.click("#btn-send-now")
+    page.click("#btn-confirm-send")  # "Send to N subscribers?"
     page.wait_for_selector("#progress-state:has-text('Done: sent')", timeout=60_000)
     assert page.locator("[data-key=sent]").inner_text() == "4"
     assert page.locator("[data-key=pending]").inner_text() == "0"

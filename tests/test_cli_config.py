@@ -159,7 +159,7 @@ def test_a_random_key_is_accepted():
 def test_web_on_another_port_links_to_that_port(tmp_path, database_url, redis_url):
     import httpx
 
-    from newsletter.services import free_port
+    from newsletter.cli.local.services import free_port
 
     port = free_port()
     env = {**_base_env(tmp_path), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
@@ -199,8 +199,8 @@ def test_an_explicit_base_url_is_kept(monkeypatch):
 
 def test_the_port_reaches_the_workers_that_send_the_emails(monkeypatch):
     """`newsletter web` starts its worker with settings_env(): links in emails match too."""
+    from newsletter.cli.local.services import settings_env
     from newsletter.cli.web_cmds import _match_base_url
-    from newsletter.services import settings_env
     from newsletter.settings import Settings, settings
 
     monkeypatch.setenv("BASE_URL", "")  # so that teardown removes what web exports
@@ -210,6 +210,6 @@ def test_the_port_reaches_the_workers_that_send_the_emails(monkeypatch):
     monkeypatch.setattr(settings, "secret_key", GOOD_KEY)
     _match_base_url("0.0.0.0", 9123)
     assert fresh.base_url == os.environ["BASE_URL"] == "http://localhost:9123"
-    monkeypatch.setattr("newsletter.services.settings", fresh)
+    monkeypatch.setattr("newsletter.cli.local.services.settings", fresh)
     monkeypatch.setattr(fresh, "secret_key", GOOD_KEY)
     assert settings_env()["BASE_URL"] == "http://localhost:9123"

@@ -312,7 +312,7 @@ def test_an_unreachable_relay_charges_nobody_and_the_rows_wait(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from newsletter.services import free_port
+    from newsletter.cli.local.services import free_port
     from newsletter.settings import settings
 
     monkeypatch.setattr(settings, "send_max_retries", 1)

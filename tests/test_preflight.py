@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
 from newsletter.cli import app
+from newsletter.cli.local.services import free_port
 from newsletter.message import Recipient, build_message
-from newsletter.services import free_port
 from newsletter.settings import DEFAULT_SECRET, Settings, settings
 from tests.fixtures import TEST_SECRET
 from tests.test_procfile import procfile_env, run_process

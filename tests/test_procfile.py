@@ -15,7 +15,7 @@ import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from newsletter.services import free_port
+from newsletter.cli.local.services import free_port
 from newsletter.settings import DEFAULT_SECRET
 from tests.fixtures import TEST_SECRET
 from tests.fixtures.editor import create_editor

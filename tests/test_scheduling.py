@@ -103,13 +103,13 @@ def _claim_at(session, issue_id, moment):
         select(Delivery).where(Delivery.claim_token == token)).all())
 
 
-def _plan(session, issue_id, start):
+def _plan(session, issue_id):
+    """Plan as beat would (planning gives each row its reader's due time), in one batch
+    so that claims show who is due when."""
     from newsletter.delivery import plan_send
-    from newsletter.scheduling import apply_local_due_times
 
     plan_send(session=session, issue_id=issue_id)
-    session.execute(text("UPDATE delivery SET batch = 0"))  # one batch: claims show who is due
-    apply_local_due_times(session=session, issue_id=issue_id, now=start)
+    session.execute(text("UPDATE delivery SET batch = 0"))
     session.flush()
 
 
@@ -119,11 +119,12 @@ def test_each_reader_is_due_at_nine_their_time_across_the_march_changes(
     # 15 March 2027: New York is already on summer time (since the 14th), London not yet.
     issue, people = _scheduled_local(session, make_issue, make_subscriber, date(2027, 3, 15))
     assert issue.scheduled_for == datetime(2027, 3, 15, 9, tzinfo=UTC)  # London first
-    _plan(session, issue.id, start=issue.scheduled_for)
+    _plan(session, issue.id)
     due = {d.subscriber_id: d.next_attempt_at for d in session.exec(select(Delivery)).all()}
-    assert due[people["london"].id] is None  # due at once: 09:00 London is now
+    assert due[people["london"].id] == datetime(2027, 3, 15, 9, tzinfo=UTC)  # 09:00 GMT
     assert due[people["new_york"].id] == datetime(2027, 3, 15, 13, tzinfo=UTC)  # 09:00 EDT
-    assert due[people["unknown"].id] is None  # the default zone, London
+    assert due[people["unknown"].id] == due[people["london"].id]  # the default zone
+    assert _claim_at(session, issue.id, datetime(2027, 3, 15, 8, 59, tzinfo=UTC)) == []
     assert _claim_at(session, issue.id, datetime(2027, 3, 15, 9, 1, tzinfo=UTC)) == sorted(
         [people["london"].id, people["unknown"].id])
     assert _claim_at(session, issue.id, datetime(2027, 3, 15, 12, 59, tzinfo=UTC)) == []
@@ -137,8 +138,9 @@ def test_after_both_changes_london_is_due_at_eight_utc(
     monkeypatch.setattr(app_settings, "schedule_timezone", "Europe/London")
     issue, people = _scheduled_local(session, make_issue, make_subscriber, date(2027, 3, 29))
     assert issue.scheduled_for == datetime(2027, 3, 29, 8, tzinfo=UTC)  # 09:00 BST
-    _plan(session, issue.id, start=issue.scheduled_for)
+    _plan(session, issue.id)
     due = {d.subscriber_id: d.next_attempt_at for d in session.exec(select(Delivery)).all()}
+    assert due[people["london"].id] == datetime(2027, 3, 29, 8, tzinfo=UTC)
     assert due[people["new_york"].id] == datetime(2027, 3, 29, 13, tzinfo=UTC)
 
 

@@ -15,8 +15,8 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from newsletter.cli import app
+from newsletter.cli.local.services import free_port
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, Subscriber
-from newsletter.services import free_port
 from newsletter.settings import settings
 from tests.fixtures.mail import SMTPTestServer
 

@@ -15,8 +15,8 @@ import psutil
 import pytest
 import redis
 
-from newsletter import services
-from newsletter.mailcatcher import mail_catcher
+from newsletter.cli.local import services
+from newsletter.cli.local.mailcatcher import mail_catcher
 from newsletter.settings import REPO_ROOT, settings
 from tests.fixtures.services import wait_until
 

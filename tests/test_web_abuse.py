@@ -30,7 +30,7 @@ GOOD = {"name": "Ana", "topics": ["travel"], "consent": "1"}
 
 def _newsletter_web(tmp_path: Path, **env: str) -> Iterator[str]:
     """`newsletter web` itself (not bare uvicorn) on a free port, as an operator runs it."""
-    from newsletter.services import free_port, settings_env
+    from newsletter.cli.local.services import free_port, settings_env
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

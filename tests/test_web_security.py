@@ -89,7 +89,7 @@ def test_healthz_checks_the_database(client):
 
 def test_healthz_is_503_when_the_database_is_gone(client, monkeypatch, app_settings):
     from newsletter import db
-    from newsletter.services import free_port
+    from newsletter.cli.local.services import free_port
 
     # A PostgreSQL URL on a port nobody listens on: connecting fails at once.
     monkeypatch.setattr(app_settings, "database_url",

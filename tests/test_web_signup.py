@@ -168,8 +168,8 @@ def test_rate_limit_counts_in_redis_when_reachable(redis_url, web_settings, monk
 
 
 def test_rate_limit_falls_back_to_memory_without_redis():
+    from newsletter.cli.local.services import free_port
     from newsletter.ratelimit import Limiter
-    from newsletter.services import free_port
 
     limiter = Limiter(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     assert [limiter.hit("1/2 seconds", "ip") for _ in range(2)] == [True, False]
@@ -183,7 +183,7 @@ def test_broker_down_keeps_the_sign_up_and_releases_the_cooldown(
         session, web_settings, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from newsletter.services import free_port
+    from newsletter.cli.local.services import free_port
     from newsletter.web.app import create_app
 
     monkeypatch.setattr(web_settings, "redis_url", f"redis://127.0.0.1:{free_port()}/0")
@@ -372,7 +372,7 @@ def test_unreachable_redis_still_limits_and_never_500s(session, web_settings, mo
                                                         sent_confirmations):
     from fastapi.testclient import TestClient
 
-    from newsletter.services import free_port
+    from newsletter.cli.local.services import free_port
     from newsletter.web.app import create_app
 
     monkeypatch.setattr(web_settings, "redis_url", f"redis://127.0.0.1:{free_port()}/0")
@@ -392,7 +392,7 @@ def test_redis_going_away_mid_flight_falls_back_to_counting_in_memory(
     """Counted in Redis while it answers; when it dies the app keeps limiting."""
     import redis
 
-    from newsletter.services import private_redis
+    from newsletter.cli.local.services import private_redis
     from newsletter.web.app import create_app
 
     monkeypatch.setattr(web_settings, "signup_rate_per_minute", 3)

@@ -1,79 +1,37 @@
-"""The Celery app: Redis broker, late acks, one task at a time per process.
+"""The worker side of the Celery app: task modules, beat schedule, start-up checks.
 
 Tasks carry only IDs and are safe to run twice: the delivery ledger, not the broker,
-decides what gets sent (see newsletter/delivery.py).
+decides what gets sent (see newsletter/delivery/). `celery -A workers.celery_app`
+finds `app` here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
 from celery.signals import beat_init, celeryd_init, worker_process_init, worker_ready
-from kombu import Exchange, Queue
 
+# `producer` is re-exported for newsletter/web/public.py until it publishes by name.
+from newsletter.queue import REDIS_URL_MISSING, app, producer  # noqa: F401
 from newsletter.settings import settings
+from workers.beat import beat_schedule
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUEUE = "roundup"
-# Set by newsletter.services.worker_process: a worker owned by a CLI command (which
+# Set by the local services' worker_process: a worker owned by a CLI command (which
 # brings its own mail catcher when SMTP_HOST is empty) or a test.
 EMBEDDED_WORKER_ENV = "ROUNDUP_EMBEDDED_WORKER"
 EX_CONFIG = 78  # sysexits.h: configuration error
-BULK_QUEUE = "roundup.bulk"  # newsletter batches, so transactional mail never waits behind them
 
-
-def _includes() -> list[str]:
-    # workers.signup_tasks is written by the web engineer; tolerate its absence.
-    modules = ["workers.tasks", "workers.signup_tasks", "workers.welcome_tasks"]
-    return [m for m in modules if importlib.util.find_spec(m) is not None]
-
-
-# The placeholder only lets this module import without REDIS_URL (the CLI sets it
-# later, maybe to a private server); nothing ever connects to it: workers and beat
-# refuse to start without REDIS_URL and producer() refuses to publish.
-UNSET_BROKER = "redis://redis-url-is-not-set.invalid:6379/0"
-app = Celery("roundup", broker=settings.redis_url or UNSET_BROKER, include=_includes())
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    result_serializer="json",
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    # Unacked tasks come back after this long; it must exceed the longest retry
-    # countdown (10 minutes) or Redis would redeliver ETA tasks early.
-    broker_transport_options={"visibility_timeout": 3600},
-    broker_connection_retry_on_startup=True,
-    task_default_queue=DEFAULT_QUEUE,
-    task_queues=[
-        Queue(DEFAULT_QUEUE, Exchange(DEFAULT_QUEUE), routing_key=DEFAULT_QUEUE),
-        Queue(BULK_QUEUE, Exchange(BULK_QUEUE), routing_key=BULK_QUEUE),
-    ],
-    task_routes={"workers.tasks.send_batch": {"queue": BULK_QUEUE, "routing_key": BULK_QUEUE}},
-    worker_max_memory_per_child=400_000,  # KiB: a leak cannot grow a worker forever
-    timezone="UTC",
-    enable_utc=True,
-)
+# The app (broker, queues, routes, late acks) lives in newsletter.queue, which domain
+# code publishes through by task name; the worker adds the task modules and the beat.
+app.conf.include = ["workers.tasks", "workers.signup_tasks", "workers.welcome_tasks"]
 
 # The beat schedule lives with the code it runs.
-from workers.beat import BEAT_SCHEDULE  # noqa: E402
-
-app.conf.beat_schedule = BEAT_SCHEDULE
-
-
-REDIS_URL_MISSING = (
-    "REDIS_URL is not set: there is no broker to use. Set REDIS_URL to the Redis the web "
-    "app and the workers share, or run `newsletter worker` / `newsletter web`, which start "
-    "a private Redis when it is unset.")
+app.conf.beat_schedule = beat_schedule()
 
 
 @celeryd_init.connect
@@ -130,26 +88,7 @@ def _fresh_db_connections(**_: Any) -> None:
 
 @worker_ready.connect
 def _touch_ready_file(**_: Any) -> None:
-    # newsletter.services.worker_process waits for this file.
+    # The local services' worker_process waits for this file.
     path = os.environ.get("ROUNDUP_WORKER_READY_FILE")
     if path:
         Path(path).touch()
-
-
-@contextlib.contextmanager
-def producer(url: str | None = None) -> Iterator[Any]:
-    """A producer on `url` (default: the current settings.redis_url), queues declared.
-
-    The web app and CLI may point settings at a Redis chosen after this module was
-    imported (a private server), so publishers pass the URL explicitly.
-    """
-    url = url or settings.redis_url
-    if not url:
-        log.error(REDIS_URL_MISSING)
-        raise RuntimeError(REDIS_URL_MISSING)
-    with app.connection_for_write(url) as conn:
-        channel = conn.default_channel
-        for queue in app.amqp.queues.values():
-            queue.bind(channel).declare()
-        with app.amqp.Producer(conn) as prod:
-            yield prod

@@ -31,8 +31,8 @@ def _send_services(*, wait: bool) -> Iterator[tuple[bool, bool, Path | None]]:
     Yields (must we wait for the send to finish, are the services private, the mail
     catcher's directory if mail goes there).
     """
-    from newsletter.mailcatcher import smtp_service
-    from newsletter.services import (
+    from newsletter.cli.local.mailcatcher import smtp_service
+    from newsletter.cli.local.services import (
         redis_answers,
         redis_fallback_reason,
         redis_service,
@@ -67,7 +67,7 @@ def _queued_batches() -> int | None:
     """Batch tasks waiting in the broker for a worker (None: cannot tell)."""
     import redis
 
-    from workers.celery_app import BULK_QUEUE
+    from newsletter.queue import BULK_QUEUE
 
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
@@ -142,15 +142,22 @@ def send(
     timeout: float | None = typer.Option(
         None, "--timeout", min=0, metavar="SECONDS",
         help="With --wait: give up waiting after this long (exit 1, printing the counts)."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed",
+        help="Send the deliveries that ended `failed` again (each once, attempts reset)."),
 ) -> None:
     """Plan an approved issue (one ledger row per confirmed subscriber) and enqueue it.
 
     An issue already sending (say an earlier `send` was interrupted) is picked up: its
-    pending batches are enqueued again, which sends nobody twice.
+    pending batches are enqueued again, which sends nobody twice. With --retry-failed,
+    the rows of a started send that ended `failed` go out again instead.
     """
     from newsletter.delivery import SendError, enqueue_batches, start_send
     from newsletter.editorial import EditorialError
 
+    if retry_failed:
+        _retry_failed(issue_id, wait=wait or timeout is not None, timeout=timeout)
+        return
     with cli_session() as session:  # refuse early, before starting Redis and a worker
         issue = session.get(Issue, issue_id)
         if issue is None:
@@ -175,9 +182,48 @@ def send(
         if must_wait:
             counts = _wait_with_progress(issue_id, timeout=timeout, sweep=private)
             console.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
+    _mail_catcher_note(mail_dir)
+
+
+def _deliveries(n: int) -> str:
+    return f"{n:,} {'delivery' if n == 1 else 'deliveries'}"
+
+
+def _mail_catcher_note(mail_dir: Path | None) -> None:
     if mail_dir is not None:
         console.print(f"SMTP_HOST is not set: the messages went to the local mail catcher, "
                       f"as .eml files in {mail_dir.resolve()}", highlight=False, soft_wrap=True)
+
+
+def _retry_failed(issue_id: int, *, wait: bool, timeout: float | None) -> None:
+    """`send ISSUE --retry-failed`: failed rows back to pending (each once) and enqueued."""
+    from newsletter.delivery import SendError, retry_failed
+
+    with cli_session() as session:  # refuse early, before starting Redis and a worker
+        issue = session.get(Issue, issue_id)
+        if issue is None:
+            fail(f"no issue with id {issue_id}")
+        if issue.status not in ("sending", "paused", "sent"):
+            fail(f"issue {issue_id} is {issue.status}; only a send that started has failed "
+                 "deliveries to retry")
+    with _send_services(wait=wait) as (must_wait, private, mail_dir):
+        try:
+            with db.session_scope() as session:  # the rows are enqueued on commit
+                reset = retry_failed(session=session, issue_id=issue_id)
+                paused = session.get(Issue, issue_id)
+                still_paused = paused is not None and paused.status == "paused"
+        except (LookupError, SendError) as exc:
+            fail(str(exc))
+        if not reset:
+            console.print(f"Issue {issue_id} has no failed deliveries to retry.")
+            return
+        console.print(f"Issue {issue_id}: {_deliveries(reset)} that had failed go out again.")
+        if still_paused:
+            console.print(f"The issue is paused: `newsletter resume {issue_id}` sends them.")
+        elif must_wait:
+            counts = _wait_with_progress(issue_id, timeout=timeout, sweep=private)
+            console.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
+    _mail_catcher_note(mail_dir)
 
 
 def approve(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
@@ -207,13 +253,20 @@ def status(
         counts = status_counts(session=session, issue_id=issue_id)
         feedback = issue_feedback(session=session, issue_id=issue_id)  # issue 8
     if as_json:
-        print_json({"issue_id": issue_id, "status": issue.status, "counts": counts,
+        print_json({"issue_id": issue_id, "status": issue.status,
+                    "status_reason": issue.status_reason, "counts": counts,
                     "feedback": feedback.as_dict()})
         return
     console.print(f"Issue {issue_id} ({issue.status}): "
-                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                  + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+    if issue.status_reason:
+        console.print(f"Why {issue.status}: {issue.status_reason}", highlight=False,
+                      soft_wrap=True, markup=False)
     console.print(f"Of {feedback.delivered} delivered: " + ", ".join(
         f"{label.lower()} {n} ({rate})" for label, n, rate in summary(feedback)))
+    if counts.get("failed"):
+        console.print(f"`newsletter send {issue_id} --retry-failed` sends the failed "
+                      f"{_deliveries(counts['failed'])} again.", highlight=False)
 
 
 def _no_change(session: Session, issue_id: int, action: str, wanted: str) -> NoReturn:
@@ -223,20 +276,33 @@ def _no_change(session: Session, issue_id: int, action: str, wanted: str) -> NoR
     fail(f"Issue {issue_id} is not {wanted} (it is {issue.status}); nothing to {action}.")
 
 
+def _stopped(issue_id: int, verb: str) -> str:
+    """Wait for running batches to hand their rows back; what to tell the user."""
+    from newsletter.delivery import wait_for_hand_back
+
+    held = wait_for_hand_back(issue_id=issue_id)
+    if not held:
+        return "No message is being sent now."
+    return (f"{held:,} messages were still in flight after {settings.send_stop_wait_seconds:g}s: "
+            f"a relay accepting them, or a stopped worker's rows, which are {verb} when "
+            "their lease ends.")
+
+
 def pause(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
-    """Stop sending an issue; running batches stop within a fraction of a second."""
+    """Stop sending an issue: returns once running batches have handed their rows back."""
     from newsletter.delivery import pause_send
 
     with cli_session() as session:
         if not pause_send(session=session, issue_id=issue_id):
             _no_change(session, issue_id, "pause", "sending")
-    console.print(f"Issue {issue_id} paused. `newsletter resume {issue_id}` continues it.")
+    console.print(f"Issue {issue_id} paused. {_stopped(issue_id, 'paused')} "
+                  f"`newsletter resume {issue_id}` continues it.", highlight=False)
 
 
 def resume(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
     """Resume a paused send (its pending batches are enqueued again)."""
+    from newsletter.cli.local.services import redis_answers, redis_service
     from newsletter.delivery import resume_send, status_counts
-    from newsletter.services import redis_answers, redis_service
 
     external = redis_answers(settings.redis_url)
     ensure_database()
@@ -253,18 +319,22 @@ def resume(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
 
 
 def cancel(issue_id: int = typer.Argument(..., metavar="ISSUE")) -> None:
-    """Cancel a send: pending rows are never sent; batches sending right now stop within
-    a fraction of a second (a message already handed to the relay still arrives)."""
+    """Cancel a send: pending rows are never sent; returns once batches sending right now
+    have stopped (a message already handed to the relay still arrives)."""
     from newsletter.delivery import SendError, cancel_send
 
     try:
         with cli_session() as session:
-            cancelled = cancel_send(session=session, issue_id=issue_id)
+            cancel_send(session=session, issue_id=issue_id)
     except LookupError:
         fail(f"No issue {issue_id}.")
     except SendError as exc:
         fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
-    console.print(f"Issue {issue_id} cancelled: {cancelled:,} deliveries will not be sent.")
+    stopped = _stopped(issue_id, "cancelled")
+    # Counted after the wait: rows running batches handed back are cancelled too.
+    cancelled = _counts(issue_id)["cancelled"]
+    console.print(f"Issue {issue_id} cancelled: {cancelled:,} deliveries will not be sent. "
+                  f"{stopped}", highlight=False)
 
 
 def mailcatcher(
@@ -273,7 +343,7 @@ def mailcatcher(
     port: int = typer.Option(1025, help="Port on 127.0.0.1."),
 ) -> None:
     """Run the local mail catcher in the foreground (every message becomes an .eml file)."""
-    from newsletter.mailcatcher import mail_catcher
+    from newsletter.cli.local.mailcatcher import mail_catcher
 
     target = directory or settings.mail_dir
     with mail_catcher(target, port=port) as (host, bound):
@@ -289,8 +359,8 @@ def worker(
     beat: bool = typer.Option(False, "--beat", help="Also run the beat schedule (one per site)."),
 ) -> None:
     """Run a Celery worker in the foreground (private Redis and mail catcher if unset)."""
-    from newsletter.mailcatcher import smtp_service
-    from newsletter.services import (
+    from newsletter.cli.local.mailcatcher import smtp_service
+    from newsletter.cli.local.services import (
         redis_answers,
         redis_fallback_reason,
         redis_service,

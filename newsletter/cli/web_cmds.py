@@ -79,8 +79,8 @@ def _local_services() -> Iterator[None]:
     Without them the confirmation emails would be queued where no worker listens.
     The uvicorn processes inherit REDIS_URL and SMTP_* from the environment.
     """
-    from newsletter.mailcatcher import smtp_service
-    from newsletter.services import (
+    from newsletter.cli.local.mailcatcher import smtp_service
+    from newsletter.cli.local.services import (
         redis_answers,
         redis_fallback_reason,
         redis_service,

@@ -3,12 +3,15 @@
 The `delivery` table is the source of truth, never the broker. Every state change is a
 conditional UPDATE whose row count says whether we won:
 
-    plan_send      issue approved/scheduled -> sending; one `pending` row per subscriber
+    plan_send      issue approved/scheduled -> sending; one `pending` row per subscriber,
+                   written by one INSERT ... SELECT
     run_batch      pending -> sending (claim_token + lease) -> sent | failed | suppressed
                    | skipped, or back to pending with a backoff (4xx, dropped connection),
                    or handed back (pending/cancelled) when the issue is paused/cancelled
     sweep          sending rows whose lease expired -> pending, and their batch re-enqueued;
-                   rows out of attempts (SEND_MAX_RETRIES + 1) -> failed
+                   rows out of attempts (SEND_MAX_RETRIES + 1) -> failed; batches lost
+                   with Redis re-enqueued
+    retry_failed   failed -> pending (attempts reset), each row once, re-enqueued
 
 A row is marked `sent` right after the server's 250, in a group commit a few
 milliseconds later, so a worker killed at any point costs at most the messages in
@@ -27,15 +30,20 @@ One module per concern:
     ratelimit.py SMTP_RATE_LIMIT shared by all workers through Redis (`limits`)
     writer.py    the batch's database thread: group-committed marks, status, leases
     smtp.py      synchronous one-off sends (test sends, sign-up mail)
-    control.py   pause, resume, cancel, the lease sweep (and rows out of attempts)
+    control.py   pause, resume, cancel (and waiting for batches to hand rows back),
+                 retrying failed rows, the sweep (and rows out of attempts)
+    timeline.py  when an issue's messages were accepted, bucketed for the report
 """
 
 from newsletter.delivery.batch import MAX_RETRY_DELAY, BatchOutcome, backoff_seconds, run_batch
 from newsletter.delivery.control import (
     cancel_send,
+    in_flight,
     pause_send,
     resume_send,
+    retry_failed,
     sweep_expired_leases,
+    wait_for_hand_back,
 )
 from newsletter.delivery.enqueue import enqueue_after_commit, enqueue_batches, publish_batches
 from newsletter.delivery.ledger import (
@@ -59,8 +67,8 @@ __all__ = [
     "AlreadyPlanned", "BatchOutcome", "ClaimedRow", "CompositionCache",
     "SendError", "Verdict",
     "backoff_seconds", "cancel_send", "claim", "classify", "enqueue_after_commit",
-    "enqueue_batches", "finish_if_done", "is_hard_bounce", "load_claimed",
+    "enqueue_batches", "finish_if_done", "in_flight", "is_hard_bounce", "load_claimed",
     "pause_send", "pending_batches", "plan_send", "publish_batches", "resume_send",
-    "run_batch", "send_one", "smtp_connect", "start_send", "status_counts",
-    "sweep_expired_leases",
+    "retry_failed", "run_batch", "send_one", "smtp_connect", "start_send", "status_counts",
+    "sweep_expired_leases", "wait_for_hand_back",
 ]

@@ -38,6 +38,7 @@ from newsletter.delivery.planning import CompositionCache
 from newsletter.delivery.ratelimit import RelayRateLimit, relay_rate_limit
 from newsletter.delivery.replies import Verdict
 from newsletter.delivery.writer import LedgerWriter
+from newsletter.engagement.interests import interests_by_subscriber
 from newsletter.models import DeliveryStatus, IssueStatus, utcnow
 from newsletter.settings import settings
 from newsletter.subscribers import topics_by_subscriber
@@ -164,12 +165,17 @@ def _prepare(session: Session, token: str, issue_id: int, version: str,
         outcome.add("suppressed", len(gone))
     live = [c for c in claimed if c.eligible]
     snapshot = _issue_snapshot(session, issue_id, version)
-    topics = topics_by_subscriber(session=session,
-                                  subscriber_ids=[c.subscriber_id for c in live])
+    ids = [c.subscriber_id for c in live]
+    topics = topics_by_subscriber(session=session, subscriber_ids=ids)
+    # What each reader keeps opening orders their "Also this week" (issue 9). Counted up
+    # to the send's start, so every batch of one send composes the same email.
+    started = session.execute(select(I.c.send_started_at).where(I.c.id == issue_id)).scalar()
+    learned = interests_by_subscriber(session=session, subscriber_ids=ids, now=started)
     work: list[tuple[ClaimedRow, Composition, IssueContent]] = []
     skipped: list[int] = []
     for c in live:
-        composition = snapshot.get(topics.get(c.subscriber_id, ()), c.only_my_topics)
+        composition = snapshot.get(topics.get(c.subscriber_id, ()), c.only_my_topics,
+                                   learned.get(c.subscriber_id, ()))
         if composition is None:
             skipped.append(c.id)
         else:

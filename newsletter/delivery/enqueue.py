@@ -36,15 +36,12 @@ def _forget_after_rollback(session: Session) -> None:
 
 
 def publish_batches(jobs: Sequence[tuple[int, int]]) -> None:
-    """Send `send_batch(issue_id, batch)` tasks to the broker at settings.redis_url."""
+    """Publish `send_batch(issue_id, batch)` tasks (by name) to the broker at REDIS_URL."""
     if not jobs:
         return
-    from workers.celery_app import producer
-    from workers.tasks import send_batch
+    from newsletter import queue
 
-    with producer() as prod:
-        for issue_id, batch in jobs:
-            send_batch.apply_async((issue_id, batch), producer=prod)
+    queue.publish_many(queue.SEND_BATCH, jobs)
 
 
 def enqueue_batches(issue_id: int, *, session: Session | None = None) -> int:

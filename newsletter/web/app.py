@@ -3,7 +3,6 @@ checks the configuration first; `newsletter web` serves `app`."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from newsletter.preflight.secret import ensure_secret_key, key_problems
 from newsletter.ratelimit import Limiter
 from newsletter.settings import settings
 from newsletter.web import api, archive, branding, clicks, public, webhooks
+from newsletter.web.editor import router as editor_router
 from newsletter.web.security import (
     InsecureSecretError,
     SecurityMiddleware,
@@ -95,12 +95,7 @@ def create_app(*, send_confirmation: Callable[[int], None] | None = None) -> Fas
     app.include_router(archive.router)  # the public web archive (issue 9)
     app.include_router(clicks.router)  # /r/<token>: story links in digests (issue 9)
     app.include_router(branding.router)  # issue 10: /branding/<logo>
-    # The editors' console (issue 4) is its own package; include it when present so
-    # the two can land independently.
-    if importlib.util.find_spec("newsletter.web.editor") is not None:
-        from newsletter.web.editor import router as editor_router
-
-        app.include_router(editor_router)
+    app.include_router(editor_router)
     return app
 
 

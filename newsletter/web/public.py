@@ -54,14 +54,10 @@ CONFIRMATION_TASK = "workers.signup_tasks.send_confirmation_email"
 
 
 def publish(task_name: str, *args: Any) -> None:
-    """Publish a Celery task by name on the broker (fails fast if it is down).
+    """Publish a Celery task by name on the broker (fails fast if it is down)."""
+    from newsletter import queue
 
-    (The lead may point this at newsletter.queue.publish once that lands.)
-    """
-    from workers.celery_app import app, producer
-
-    with producer() as prod:
-        app.send_task(task_name, args=list(args), producer=prod, retry=False)
+    queue.publish(task_name, *args)
 
 
 def enqueue_confirmation(subscriber_id: int) -> None:

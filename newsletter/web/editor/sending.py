@@ -18,6 +18,7 @@ from newsletter.editorial import EditorialError, schedule_issue
 from newsletter.inbound.stats import issue_feedback
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
 from newsletter.schedule import next_slot
+from newsletter.settings import settings
 from newsletter.web.editor.issues import commit_change, issue_view
 from newsletter.web.editor.routing import db_session, router
 
@@ -96,6 +97,7 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
         "seconds_left": seconds_left,
         "time_left": duration_text(seconds_left),
         "done": done,
+        "status_reason": issue.status_reason,
     }
 
 
@@ -184,17 +186,32 @@ def send_now(request: Request, issue_id: int) -> Response:
 
 CONTROLS: dict[str, Callable[..., object]] = {
     "pause": delivery.pause_send, "resume": delivery.resume_send, "cancel": delivery.cancel_send,
+    "retry-failed": delivery.retry_failed,
 }
+NOTHING_TO_DO = {"retry-failed": "There are no failed deliveries to retry."}
 
 
 def _control(request: Request, issue_id: int, action: str) -> Response:
     def change(session: Session, issue: Issue) -> None:
         status = issue.status
-        # cancel raises SendError itself; pause and resume say False when not applicable.
-        if CONTROLS[action](session=session, issue_id=issue_id) is False:
-            raise delivery.SendError(f"Nothing to {action}: the issue is {status}.")
+        # cancel raises SendError itself; pause and resume say False when not applicable,
+        # retry-failed 0 when no row failed.
+        result = CONTROLS[action](session=session, issue_id=issue_id)
+        if result is False or (action in NOTHING_TO_DO and result == 0):
+            raise delivery.SendError(
+                NOTHING_TO_DO.get(action, f"Nothing to {action}: the issue is {status}."))
 
-    return _act(request, issue_id, action, change)
+    response = _act(request, issue_id, action, change)
+    if response.status_code == 303 and action in ("pause", "cancel"):
+        # The page that comes next must show a send that has stopped, not one stopping.
+        held = delivery.wait_for_hand_back(issue_id=issue_id)
+        if held:
+            return send_page(request, issue_id, notice=(
+                f"The issue is {action}{'d' if action == 'pause' else 'led'}, but {held} "
+                "messages were still in flight after "
+                f"{settings.send_stop_wait_seconds:g} s: a relay accepting them, or a "
+                "stopped worker's rows, which are handed back when their lease ends."))
+    return response
 
 
 @router.post("/issues/{issue_id:int}/pause")
@@ -210,3 +227,8 @@ def resume(request: Request, issue_id: int) -> Response:
 @router.post("/issues/{issue_id:int}/cancel")
 def cancel(request: Request, issue_id: int) -> Response:
     return _control(request, issue_id, "cancel")
+
+
+@router.post("/issues/{issue_id:int}/retry-failed")
+def retry_failed(request: Request, issue_id: int) -> Response:
+    return _control(request, issue_id, "retry-failed")

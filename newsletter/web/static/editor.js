@@ -130,8 +130,10 @@
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(function (data) {
         show(data);
-        // Reload once at the end so the controls match the final state.
-        if (data.done) { window.location.reload(); } else { setTimeout(tick, 1000); }
+        // Reload once at the end, or when the send paused itself, so the controls
+        // (and the reason it stopped) match the new state.
+        if (data.done || data.status !== box.dataset.status) { window.location.reload(); }
+        else { setTimeout(tick, 1000); }
       })
       .catch(function () { setTimeout(tick, 5000); });
   }

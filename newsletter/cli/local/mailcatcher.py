@@ -15,7 +15,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from newsletter.services import free_port
+from newsletter.cli.local.services import free_port
 from newsletter.settings import settings
 
 

@@ -1,4 +1,4 @@
-"""Embedded services: a private Redis and a real Celery worker subprocess.
+"""Local services: a private Redis and a real Celery worker subprocess.
 
 The README's commands must work on a machine with only Python, so when no Redis
 answers at REDIS_URL we start a private `redis-server` (the system one, or the
@@ -230,7 +230,7 @@ def worker_process(
         env.update(settings_env())
         env.update(extra_env or {})
         env[READY_FILE_ENV] = str(ready)
-        env["ROUNDUP_EMBEDDED_WORKER"] = "1"  # see workers.celery_app._require_smtp_host
+        env["ROUNDUP_EMBEDDED_WORKER"] = "1"  # the worker's SMTP_HOST check (workers/celery_app.py)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         cmd = [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
@@ -280,12 +280,3 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def mail_catcher(
-    directory: Path, *, port: int | None = None
-) -> contextlib.AbstractContextManager[tuple[str, int]]:
-    """The local mail catcher (lives in newsletter.mailcatcher; re-exported for callers)."""
-    from newsletter.mailcatcher import mail_catcher as catcher
-
-    return catcher(directory, port=port)
