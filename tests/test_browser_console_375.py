@@ -7,7 +7,7 @@ from sqlmodel import select
 
 from newsletter.editors import Editor
 from newsletter.models import Delivery
-from tests.fixtures.editor import create_editor
+from tests.fixtures.editor import browser_login, create_editor
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,11 +30,7 @@ def test_every_console_page_fits_375_px(session, make_issue, make_subscriber, li
     session.commit()
     page = browser_page
     page.set_viewport_size({"width": 375, "height": 800})
-    page.goto(f"{live_server.url}/editor/login")
-    page.fill("input[name=email]", account.email)
-    page.fill("input[name=password]", account.password)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"{live_server.url}/editor")
+    browser_login(page, live_server.url, account.email, account.password)
     paths = [
         "/editor", "/editor/issues", "/editor/issues/new", "/editor/issues/new?mode=write",
         f"/editor/issues/{draft.id}", f"/editor/issues/{draft.id}/preview",

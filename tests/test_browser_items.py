@@ -6,7 +6,7 @@ import pytest
 from sqlmodel import col, select
 
 from newsletter.models import Item
-from tests.fixtures.editor import create_editor
+from tests.fixtures.editor import browser_login, create_editor
 from tests.fixtures.web import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -14,11 +14,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def _login(page, server, account, path):
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.goto(f"{server.url}{path}")
-    page.fill("input[name=email]", account.email)
-    page.fill("input[name=password]", account.password)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"{server.url}{path}")
+    browser_login(page, server.url, account.email, account.password, path)
 
 
 def test_drag_an_item_to_the_top_then_undo(session, make_issue, live_server, browser_page):

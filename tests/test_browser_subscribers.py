@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import select
 
 from newsletter.models import Delivery, Suppression
-from tests.fixtures.editor import create_editor
+from tests.fixtures.editor import browser_login, create_editor
 from tests.fixtures.web import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -17,11 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def _login(page, server, account):
     page.set_viewport_size({"width": 1280, "height": 800})
-    page.goto(f"{server.url}/editor/subscribers")
-    page.fill("input[name=email]", account.email)
-    page.fill("input[name=password]", account.password)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"{server.url}/editor/subscribers")
+    browser_login(page, server.url, account.email, account.password, "/editor/subscribers")
 
 
 def test_find_a_subscriber_open_their_history_and_suppress_them(

@@ -8,18 +8,14 @@ from sqlmodel import select
 
 from newsletter.editors import Editor
 from newsletter.models import Issue
-from tests.fixtures.editor import create_editor
+from tests.fixtures.editor import browser_login, create_editor
 from tests.fixtures.web import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _log_in(page, server, email, password):
-    page.goto(f"{server.url}/editor/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(f"{server.url}/editor")
+    browser_login(page, server.url, email, password)
 
 
 def _owner(session):

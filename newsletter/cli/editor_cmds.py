@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 from rich.table import Table
 
@@ -84,46 +86,40 @@ def add(
         fail(str(exc))
 
 
-@editors.command("deactivate")
-def deactivate(email: str) -> None:
-    """Stop an editor logging in; their sessions end at once."""
-    from newsletter import team
+def _change(email: str, change: Callable[..., object], done: str) -> None:
+    """Apply one team change to the editor with `email`; errors as one sentence."""
     from newsletter.editors import EditorError
 
     try:
         with cli_session() as session:
-            team.deactivate(session=session, editor_id=_editor_id(session, email))
+            change(session=session, editor_id=_editor_id(session, email))
     except EditorError as exc:
         fail(str(exc))
-    console.print(f"{email} can no longer log in.", highlight=False)
+    console.print(done, highlight=False)
+
+
+@editors.command("deactivate")
+def deactivate(email: str) -> None:
+    """Stop an editor logging in; their sessions end at once."""
+    from newsletter import team
+
+    _change(email, team.deactivate, f"{email} can no longer log in.")
 
 
 @editors.command("activate")
 def activate(email: str) -> None:
     """Let a deactivated editor log in again (with their old password)."""
     from newsletter import team
-    from newsletter.editors import EditorError
 
-    try:
-        with cli_session() as session:
-            team.reactivate(session=session, editor_id=_editor_id(session, email))
-    except EditorError as exc:
-        fail(str(exc))
-    console.print(f"{email} can log in again.", highlight=False)
+    _change(email, team.reactivate, f"{email} can log in again.")
 
 
 @editors.command("set-role")
 def set_role(email: str, role: str = typer.Argument(..., help="owner or editor")) -> None:
     """Make an editor an owner (manages the team and settings) or a plain editor."""
     from newsletter import team
-    from newsletter.editors import EditorError
 
-    try:
-        with cli_session() as session:
-            team.set_role(session=session, editor_id=_editor_id(session, email), role=role)
-    except EditorError as exc:
-        fail(str(exc))
-    console.print(f"{email} is now {role}.", highlight=False)
+    _change(email, lambda **kw: team.set_role(role=role, **kw), f"{email} is now {role}.")
 
 
 @editors.command("reset-password")
