@@ -132,7 +132,7 @@ def test_results_page_at_phone_and_desktop_widths(
     page.get_by_role("link", name="Results").click()
     page.wait_for_url(f"{live_server.url}/editor/issues/{issue.id}/results")
     assert page.locator("#total-delivered .big").inner_text() == "12"
-    assert page.locator("svg.chart").count() == 3
+    assert page.locator("svg.chart").count() == 5  # timeline, outcomes, stories, topics, days
     # Not audited: the console's own status badge ("sent", white on green, 3.4:1) is
     # below AA on every editor page; that is editor.css, outside this change.
     _shoot(page, "results", audit=False)

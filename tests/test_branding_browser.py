@@ -36,7 +36,7 @@ def test_change_the_logo_and_name_and_see_them_in_the_preview(session, live_serv
     page.click("nav.editor-nav >> text=Settings")
     page.wait_for_url("**/editor/settings")
     frame = page.frame_locator("#settings-preview")
-    frame.locator("text=Confirm your subscription").first.wait_for()
+    frame.locator("h1:has-text(\"You're in\")").first.wait_for()  # welcome: the first sample
     assert frame.locator("img").count() == 0  # no logo yet
     screenshot(page, "settings-empty")
 
