@@ -114,3 +114,15 @@ def session(app_settings) -> Iterator[Session]:
 @pytest.fixture
 def seed_paths() -> list[Path]:
     return sorted(SEEDS.glob("*.txt"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run once, on SQLite: they test pages and flows, and every database
+    behaviour they touch is tested on both engines by the tests without a browser."""
+    kept, dropped = [], []
+    for item in items:
+        on_postgres = "[postgresql" in item.nodeid
+        (dropped if on_postgres and item.get_closest_marker("browser") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
