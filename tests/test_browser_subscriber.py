@@ -45,8 +45,16 @@ def _confirm_link(smtp_server: Any, n: int) -> str:
 
 
 def _subscriber(session: Any) -> Subscriber:
-    session.expire_all()
-    return session.exec(select(Subscriber).where(Subscriber.email == "ana@example.org")).one()
+    """Ana's row; the worker writes it after the form answers, so wait for it a little."""
+    deadline = time.monotonic() + 15
+    while True:
+        session.expire_all()
+        found = session.exec(select(Subscriber).where(
+            Subscriber.email == "ana@example.org")).first()
+        if found is not None or time.monotonic() > deadline:
+            assert found is not None, "the worker never stored the sign-up"
+            return found
+        time.sleep(0.05)
 
 
 def test_sign_up_confirm_manage_unsubscribe_and_come_back(
