@@ -104,7 +104,7 @@ def test_planned_keys_are_what_compose_gives_each_subscriber(
             assert (row.status, row.composition_key) == ("pending", expected.key)
 
 
-def test_each_batch_holds_one_composition_and_batches_are_numbered_from_one(
+def test_batches_are_full_and_each_composition_is_one_run_of_rows(
     session: Session, approved_issue: Issue, make_subscriber: Callable[..., Subscriber],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -115,10 +115,12 @@ def test_each_batch_holds_one_composition_and_batches_are_numbered_from_one(
     plan(session, approved_issue.id)
 
     rows = ledger(approved_issue.id)
-    keys_per_batch = {b: {r.composition_key for r in rows if r.batch == b}
-                      for b in {r.batch for r in rows}}
-    assert sorted(keys_per_batch) == [1, 2, 3]  # one batch renders one email
-    assert all(len(keys) == 1 for keys in keys_per_batch.values())
+    sizes = Counter(r.batch for r in rows)
+    assert sorted(sizes) == [1, 2, 3] and sorted(sizes.values()) == [1, 3, 3]  # full batches
+    # Rows of one composition sit together: it spans consecutive batches only.
+    for key in {r.composition_key for r in rows}:
+        spanned = sorted({r.batch for r in rows if r.composition_key == key})
+        assert spanned == list(range(spanned[0], spanned[-1] + 1)), (key, spanned)
 
 
 def test_a_large_composition_is_cut_into_batches_of_at_most_the_batch_size(

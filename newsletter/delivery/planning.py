@@ -200,7 +200,7 @@ def _digest_shape(session: Session, issue_id: int, content: IssueContent, *,
 def _group_keys(session: Session, content: IssueContent, groups: Sequence[Any],
                 first_batch: int) -> list[dict[str, Any]]:
     """compose() once per group, with the real topics of the group's first subscriber;
-    then a range of batch numbers per composition (key order), sized by its count."""
+    then each composition's first position in one numbering of all rows (key order)."""
     topics = topics_by_subscriber(session=session, subscriber_ids=[g[3] for g in groups])
     compositions = CompositionCache(content)
     keys = []
@@ -213,10 +213,15 @@ def _group_keys(session: Session, content: IssueContent, groups: Sequence[Any],
                      "skip": composition is None})
         if composition is not None:
             per_key[key] = per_key.get(key, 0) + int(count)
+    # Batches are filled to SEND_BATCH_SIZE with whole runs of one composition after
+    # another: a worker keeps up to SMTP_MAX_CONNECTIONS transactions of a batch in
+    # flight, so a batch of 12 rare-composition rows would leave most of them idle.
+    # Each process renders a composition once (batch.py's cache), wherever it falls.
     starts: dict[str, int] = {}
+    offset = first_batch * settings.send_batch_size
     for key in sorted(per_key):
-        starts[key] = first_batch
-        first_batch += -(-per_key[key] // settings.send_batch_size)
+        starts[key] = offset
+        offset += per_key[key]
     for row in keys:  # skipped rows: batch 0
         row["batch_first"] = starts.get(str(row["composition_key"]), 0)
     return keys
@@ -250,15 +255,15 @@ def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
                  now: datetime, *, fresh: bool) -> int:
     """One INSERT ... SELECT for every row.
 
-    A composition's subscribers are numbered in id order and cut into its batches of
-    SEND_BATCH_SIZE, so each batch holds one composition (one render).
+    Rows are numbered composition by composition (id order within one) and cut into
+    batches of SEND_BATCH_SIZE: batches are full, and a composition's rows are contiguous.
 
     A re-plan may race another (or the confirmations it adds): ON CONFLICT DO NOTHING
     keeps it at one row each. A fresh plan cannot: only the caller that moved the issue
     to `sending` writes it, so it skips the conflict checks.
     """
     position = func.row_number().over(
-        partition_by=plan_keys.c.batch_first, order_by=shape.c.id)  # one per composition
+        partition_by=plan_keys.c.composition_key, order_by=shape.c.id)  # within its composition
     source = (
         select(
             literal(issue_id).label("issue_id"),
@@ -267,7 +272,7 @@ def _insert_rows(session: Session, issue_id: int, shape: Any, plan_keys: Table,
                  else_=literal(DeliveryStatus.pending.value)).label("status"),
             plan_keys.c.composition_key,
             # `/` on two integers: integer division on both engines.
-            case((plan_keys.c.skip, 0), else_=plan_keys.c.batch_first + (position - 1).op(
+            case((plan_keys.c.skip, 0), else_=(plan_keys.c.batch_first + position - 1).op(
                 "/", precedence=8)(settings.send_batch_size).self_group()).label("batch"),
             literal(0).label("attempts"),
             literal("").label("claim_token"),
