@@ -190,6 +190,6 @@ def test_healthz_answers_within_a_second_during_a_large_upload(session, live_ser
     assert response.status_code == 400
     assert "an issue holds at most 200 (MAX_ITEMS_PER_ISSUE)" in response.text
     assert 'name="file"' in response.text  # the form again, not an error page
-    assert len(latencies) >= 2, latencies  # the monitor did probe during the upload
+    assert latencies, latencies  # the monitor did probe while the upload was in flight
     assert max(latencies) < 1.0, latencies
     assert settings.max_items_per_issue == 200
