@@ -318,6 +318,9 @@ def main() -> None:
     if args.connections:
         env["SMTP_MAX_CONNECTIONS"] = str(args.connections)
     if args.batch_size:
+        # Planning (in this process) cuts the batches; the worker's copy only matters
+        # for re-planned rows. Both must agree, or the flag changes nothing.
+        settings.send_batch_size = args.batch_size
         env["SEND_BATCH_SIZE"] = str(args.batch_size)
     sizes = [args.n] if args.no_quarter else [args.n // 4, args.n]
     for n in sizes:

@@ -80,6 +80,11 @@ class OutgoingMessage:
     to: str
     message_id: str
     data: bytes
+    # True when `data` has CRLF line ends only and no line starting with ".": it is
+    # already its own SMTP DATA payload (RFC 5321 4.5.2), so the sender skips the
+    # line-end check and dot-stuffing, which cost ~150 us per 50 KB message (more
+    # than building it). MessageFactory knows this from its pieces; others leave it.
+    wire_ready: bool = False
 
 
 # --- small pieces ------------------------------------------------------------------
@@ -167,13 +172,39 @@ _QP_PLAIN = re.compile(r"(?!\.)[!-<>-~]{0,75}")
 
 
 def _qp(text: str) -> bytes:
-    """Quoted-printable with CRLF line ends (b2a_qp keeps LF ends when the input has LF)."""
+    """Quoted-printable with CRLF line ends (b2a_qp keeps LF ends when the input has LF).
+
+    A "." starting a line is encoded too (=2E, as RFC 2045 allows for any character),
+    so no line of ours needs dot-stuffing: MJML's CSS puts ".mj-..." rules at line
+    starts in every digest (see OutgoingMessage.wire_ready).
+    """
     if _QP_PLAIN.fullmatch(text):
         return text.encode("ascii")
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(
+    encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(
         b"\n", CRLF
     )
+    if encoded.startswith(b".") or b"\n." in encoded:
+        encoded = _encode_leading_dots(encoded)
+    return encoded
+
+
+def _encode_leading_dots(encoded: bytes) -> bytes:
+    """Quoted-printable lines with a leading "." written as "=2E", still <= 76 characters."""
+    lines: list[bytes] = []
+    for line in encoded.split(CRLF):
+        if line.startswith(b"."):
+            line = b"=2E" + line[1:]
+            while len(line) > 76:
+                cut = 75  # leaves room for the soft break's "="
+                while b"=" in line[cut - 2 : cut]:  # never split an "=XX" escape
+                    cut -= 1
+                lines.append(line[:cut] + b"=")
+                line = line[cut:]
+                if line.startswith(b"."):
+                    line = b"=2E" + line[1:]
+        lines.append(line)
+    return CRLF.join(lines)
 
 
 class _EncodedBody:
@@ -184,7 +215,7 @@ class _EncodedBody:
     whatever the personal values are. Decoding removes the soft breaks again.
     """
 
-    __slots__ = ("_parts", "_slots")
+    __slots__ = ("_parts", "_slots", "wire_safe")
 
     def __init__(self, template: SplitTemplate) -> None:
         parts: list[bytes] = []
@@ -199,16 +230,27 @@ class _EncodedBody:
                 parts.append(encoded)
         self._parts = parts
         self._slots = tuple(slots)
+        # Every piece starts a line, so the whole is wire-safe when each piece is.
+        self.wire_safe = all(wire_safe(part) for part in parts)
 
-    def encode(self, values: Mapping[str, str]) -> bytes:
+    def encode(self, values: Mapping[str, str]) -> tuple[bytes, bool]:
+        """The body for these values, and whether it is wire-safe (see `wire_safe`)."""
         parts = self._parts.copy()
         done: dict[str, bytes] = {}  # a digest repeats each story's click link (issue 9)
+        safe = self.wire_safe
         for index, key in self._slots:
             chunk = done.get(key)
             if chunk is None:
                 chunk = done[key] = _qp(values[key]) + SOFT_BREAK
+                safe = safe and wire_safe(chunk)
             parts[index] = chunk
-        return b"".join(parts)
+        return b"".join(parts), safe
+
+
+def wire_safe(chunk: bytes) -> bool:
+    """CRLF line ends only, and no line (counting the chunk's start) starts with "."."""
+    return (not chunk.startswith(b".") and b"\n." not in chunk
+            and chunk.count(b"\n") == chunk.count(b"\r\n"))
 
 
 def _part_head(boundary: bytes, subtype: str) -> bytes:
@@ -408,29 +450,30 @@ class MessageFactory:
         self._end = CRLF + b"--" + self._boundary + b"--" + CRLF
         self._text = _EncodedBody(digest.text_template)
         self._html = _EncodedBody(digest.html_template)
+        self._fixed_safe = all(wire_safe(part) for part in (
+            self._static, self._text_head, self._html_head, self._end))
 
     def build(self, recipient: Recipient) -> OutgoingMessage:
         values = self.digest.values(recipient)
         message_id = _message_id(self._domain)
-        data = b"".join(
-            (
-                _date_header(),
-                address_header("To", recipient.name, recipient.email),
-                b"Message-ID: " + message_id.encode("ascii") + CRLF,
-                _list_unsubscribe(values),
-                self._static,
-                self._text_head,
-                self._text.encode(values.for_text()),
-                self._html_head,
-                self._html.encode(values.for_html()),
-                self._end,
-            )
-        )
+        text, text_safe = self._text.encode(values.for_text())
+        html, html_safe = self._html.encode(values.for_html())
+        # Header lines start with a name and folded ones with a space: never a ".".
+        head = b"".join((
+            _date_header(),
+            address_header("To", recipient.name, recipient.email),
+            b"Message-ID: " + message_id.encode("ascii") + CRLF,
+            _list_unsubscribe(values),
+        ))
+        data = b"".join((head, self._static, self._text_head, text, self._html_head, html,
+                         self._end))
         return OutgoingMessage(
             envelope_from=verp_address(recipient.subscriber_id, self.issue_id),
             to=recipient.email,
             message_id=message_id,
             data=dkim_sign(data),
+            wire_ready=(self._fixed_safe and text_safe and html_safe
+                        and head.count(b"\n") == head.count(b"\r\n")),
         )
 
 

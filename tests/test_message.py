@@ -199,6 +199,82 @@ def test_message_passes_through_a_real_smtp_server(factory, smtp_server) -> None
     assert msg["Message-ID"] == out.message_id
 
 
+# --- wire-ready messages (sent without re-checking line ends or dot-stuffing) ---------------
+
+
+@pytest.fixture
+def plain_factory() -> MessageFactory:
+    """A digest with no line starting with a dot anywhere."""
+    issue = issue_content(items=[
+        {"headline": "Cainiao opens two warehouses", "topics": ["logistics"],
+         "body": "Two smart warehouses opened in Karachi and Lahore. " * 30},
+    ])
+    composition = compose(issue, followed=("logistics",), max_items=12)
+    assert composition is not None
+    return MessageFactory(digest=render_digest(issue, composition), issue_id=42)
+
+
+def test_a_message_with_no_dot_lines_is_its_own_smtp_payload(plain_factory) -> None:
+    from newsletter.delivery.connection import _dot_stuffed
+
+    out = plain_factory.build(ALICE)
+    assert out.wire_ready
+    assert _dot_stuffed(out.data) == out.data + b".\r\n"
+
+
+def test_lines_starting_with_a_dot_are_encoded_so_the_message_needs_no_dot_stuffing(
+    factory,
+) -> None:
+    out = factory.build(ALICE)  # the digest has ".leading dot" and ".dot at line start"
+    assert out.wire_ready
+    assert b"\r\n." not in out.data
+    html, text = email_parts(parse_email(out.data))
+    assert ".leading dot" in text and ".dot at line start" in html
+
+
+@pytest.mark.parametrize("prefix", ["", "x" * 70, "é" * 30, "a=b" * 20])
+def test_an_encoded_leading_dot_keeps_lines_short_and_decodes_back(prefix: str) -> None:
+    import quopri
+
+    from newsletter.message import _qp
+
+    text = f"{prefix}\n." + "." * 80 + "\n.é" + "=" * 40 + "\nend"
+    encoded = _qp(text)
+    assert not encoded.startswith(b".") and b"\n." not in encoded
+    assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+    assert quopri.decodestring(encoded).decode("utf-8").replace("\r\n", "\n") == text
+
+
+def test_a_personal_value_with_a_line_break_and_a_dot_stays_wire_ready(plain_factory) -> None:
+    # Each personal value starts a quoted-printable line of its own (after a soft break).
+    dotted = Recipient(subscriber_id=18, email="bob@example.org", name=".Bob")
+    out = plain_factory.build(dotted)
+    assert out.wire_ready
+    assert b"\r\n." not in out.data
+
+
+def test_a_message_with_dot_lines_arrives_intact_through_the_delivery_connection(
+    factory, smtp_server,
+) -> None:
+    import asyncio
+
+    from newsletter.delivery.connection import RelayConnection
+
+    out = factory.build(ALICE)
+    settings.smtp_host, settings.smtp_port = smtp_server.host, smtp_server.port
+
+    async def send() -> str:
+        conn = await RelayConnection.open()
+        verdict = await conn.send(out.envelope_from, out.to, out.data,
+                                  wire_ready=out.wire_ready)
+        await conn.quit()
+        return verdict.kind
+
+    assert asyncio.run(send()) == "sent"
+    received = smtp_server.wait_for(1)[0].data
+    assert received.replace(b"\r\n", b"\n") == out.data.replace(b"\r\n", b"\n")
+
+
 # --- header safety -------------------------------------------------------------------------
 
 

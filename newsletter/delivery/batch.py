@@ -244,7 +244,8 @@ class _Send:
                 if not self.writer.may_start:  # paused or cancelled while we waited
                     self.queue.appendleft(item)
                     return
-                verdict = await conn.send(message.envelope_from, message.to, message.data)
+                verdict = await conn.send(message.envelope_from, message.to, message.data,
+                                          wire_ready=message.wire_ready)
                 if verdict.kind == replies.DOWN and row.id not in self.retried:
                     # The connection died before the relay answered MAIL FROM (an idle
                     # one the relay had just dropped): nothing was tried. Once, free.

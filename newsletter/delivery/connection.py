@@ -180,8 +180,14 @@ class RelayConnection:
         transport.set_protocol(wire)
         return cls(wire, client.supports_extension("pipelining"))
 
-    async def send(self, sender: str, rcpt: str, data: bytes) -> Verdict:
-        """One message to one recipient; the verdict on it (never raises for SMTP trouble)."""
+    async def send(self, sender: str, rcpt: str, data: bytes, *,
+                   wire_ready: bool = False) -> Verdict:
+        """One message to one recipient; the verdict on it (never raises for SMTP trouble).
+
+        `wire_ready`: the caller guarantees `data` has CRLF line ends only, no line
+        starting with "." and a final CRLF (OutgoingMessage.wire_ready), so it goes out
+        as it is.
+        """
         if "\r" in sender + rcpt or "\n" in sender + rcpt:
             raise ValueError("an SMTP address contains a line break")
         stage = "mail"
@@ -206,7 +212,7 @@ class RelayConnection:
                         await self._abandon(replies)
                         return classify(reply.code, reply.text, stage=stage)
                 stage = "data"
-                self._wire.write(_dot_stuffed(data))
+                self._wire.write(data + b".\r\n" if wire_ready else _dot_stuffed(data))
                 final = await self._wire.reply()
         except (ConnectionLost, TimeoutError) as exc:
             self.close()
