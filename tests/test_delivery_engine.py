@@ -117,6 +117,45 @@ def test_a_421_is_charged_to_the_row_in_flight_only_and_the_others_carry_on(
     assert len(faulty_smtp_server.recipients()) == len(sent)
 
 
+def test_a_relay_refusing_connections_beyond_its_limit_gets_everyone_over_fewer(
+    session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "smtp_max_connections", 10)
+    monkeypatch.setattr(settings, "send_batch_size", 40)
+    faulty_smtp_server.faults = Faults(data_latency=0.05)
+    faulty_smtp_server.max_connections = 3
+    emails = add_readers(session, 80)
+    plan(session, approved_issue.id)
+
+    first = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert first.counts == {"sent": 40}
+    assert faulty_smtp_server.refused_connections > 0
+    assert counts(approved_issue.id)["failed"] == 0
+
+
+def test_after_a_refused_connection_the_next_batch_opens_no_more_than_the_relay_allows(
+    session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "smtp_max_connections", 10)
+    monkeypatch.setattr(settings, "send_batch_size", 40)
+    faulty_smtp_server.faults = Faults(data_latency=0.05)
+    faulty_smtp_server.max_connections = 3
+    emails = add_readers(session, 80)
+    plan(session, approved_issue.id)
+    delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+    refused = faulty_smtp_server.refused_connections
+
+    second = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=2)
+
+    assert second.counts == {"sent": 40}
+    assert faulty_smtp_server.refused_connections == refused  # none tried beyond 3
+    assert Counter(faulty_smtp_server.recipients()) == Counter(emails)
+    assert faulty_smtp_server.most_in_data == 3
+
+
 def test_a_pause_stops_new_transactions_at_once_and_hands_every_untried_row_back(
     session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
     monkeypatch: pytest.MonkeyPatch,

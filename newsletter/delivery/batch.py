@@ -200,6 +200,9 @@ class _Send:
         self.limit: RelayRateLimit | None = relay_rate_limit(relay_name())
         self.down: Verdict | None = None  # the relay could not be reached
         self.open_connections = 0
+        self.opening = 0  # connections being opened right now
+        self.most_open = 0  # connections open at once, at most, in this batch
+        self.refused_more = False  # the relay refused one beyond those we had open
         # 5xx refusals since the relay last accepted a message, held back until it does:
         # a relay refusing everyone is refusing us, and those rows must not fail.
         self.suspects: list[tuple[ClaimedRow, Verdict]] = []
@@ -207,13 +210,17 @@ class _Send:
 
     async def run(self, work: list[tuple[ClaimedRow, Composition]]) -> None:
         self.queue.extend(work)
-        n = min(settings.smtp_max_connections, len(work))
+        n = min(pool.pool.most(), len(work))
         async with asyncio.TaskGroup() as group:  # a crash in one cancels the others
             for _ in range(n):
                 group.create_task(self._connection())
         if self.suspects and self.writer.may_start:
             self._settle_suspects()  # fewer than the threshold: they are the recipients' own
         self._hand_back_untried()
+        if self.refused_more:  # the next batches open no more than the relay allowed
+            pool.pool.refused_beyond(self.most_open)
+            log.info("issue %s: the relay allows %d connections; batches keep to that for "
+                     "%.0f s", self.writer.issue_id, self.most_open, pool.CAP_SECONDS)
 
     # --- one connection ---------------------------------------------------------------
 
@@ -232,13 +239,17 @@ class _Send:
                     if conn is not None:
                         self.open_connections -= 1
                         conn = None
+                    self.opening += 1
                     try:
                         conn = await pool.pool.get()
                     except SessionRefused as exc:
+                        self.opening -= 1
                         self.queue.appendleft(item)
                         self._refused_session(exc.verdict)
                         return
+                    self.opening -= 1
                     self.open_connections += 1
+                    self.most_open = max(self.most_open, self.open_connections)
                 if self.limit is not None:
                     await self.limit.acquire()
                 if not self.writer.may_start:  # paused or cancelled while we waited
@@ -297,12 +308,14 @@ class _Send:
         self.outcome.last_error = error
         if verdict.kind == replies.PAUSE:
             self._pause(error)
-        elif self.open_connections == 0:
-            # Nobody got through: the relay is down or unreachable. If others did, it
-            # only refused one more connection (a per-client limit): carry on with fewer.
+        elif self.open_connections == 0 and self.opening == 0:
+            # Nobody got through: the relay is down or unreachable. If others did, or
+            # may yet (a relay with a per-client limit refuses the connections beyond it
+            # before the first sessions have finished EHLO), carry on with fewer.
             self.down = verdict
             log.error("issue %s: %s", self.writer.issue_id, error)
         else:
+            self.refused_more = True
             log.info("issue %s: the relay refused one more connection (%s); carrying on "
                      "with %d", self.writer.issue_id, verdict.reply, self.open_connections)
 

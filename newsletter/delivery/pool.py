@@ -25,6 +25,10 @@ from newsletter.settings import settings
 T = TypeVar("T")
 
 IDLE_SECONDS = 5.0  # an idle connection is closed after this long
+# After the relay refused one more connection (Postfix's per-client limit is 50 by
+# default, shared by every worker), batches open no more than were open then, for
+# this long; then they try SMTP_MAX_CONNECTIONS again (the others may have gone).
+CAP_SECONDS = 60.0
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -43,6 +47,19 @@ class ConnectionPool:
 
     def __init__(self) -> None:
         self._idle: dict[tuple[Any, ...], list[tuple[RelayConnection, float]]] = {}
+        self._caps: dict[tuple[Any, ...], tuple[int, float]] = {}  # relay -> (most, until)
+
+    def most(self) -> int:
+        """How many connections a batch may use now: SMTP_MAX_CONNECTIONS, or fewer for
+        CAP_SECONDS after the relay refused one beyond what we had open."""
+        cap = self._caps.get(_key())
+        if cap is not None and time.monotonic() < cap[1]:
+            return min(cap[0], settings.smtp_max_connections)
+        return settings.smtp_max_connections
+
+    def refused_beyond(self, open_now: int) -> None:
+        """The relay refused a connection while `open_now` of ours were open."""
+        self._caps[_key()] = (max(1, open_now), time.monotonic() + CAP_SECONDS)
 
     async def get(self) -> RelayConnection:
         """A live idle connection to the configured relay, or a new one (may raise)."""
