@@ -125,7 +125,7 @@ def test_a_relay_refusing_connections_beyond_its_limit_gets_everyone_over_fewer(
     monkeypatch.setattr(settings, "send_batch_size", 40)
     faulty_smtp_server.faults = Faults(data_latency=0.05)
     faulty_smtp_server.max_connections = 3
-    emails = add_readers(session, 80)
+    add_readers(session, 80)
     plan(session, approved_issue.id)
 
     first = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
