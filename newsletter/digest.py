@@ -117,6 +117,7 @@ def plain(text: str) -> str:
     return _MD_EMPHASIS.sub(r"\2", _MD_LINK.sub(r"\1", text))
 
 
+@lru_cache(maxsize=1024)  # the same stories recur in every composition of an issue
 def default_excerpt(body: str, words: int = EXCERPT_WORDS) -> str:
     """The first sentences of the story, up to about `words` words."""
     taken: list[str] = []

@@ -233,18 +233,17 @@ class _EncodedBody:
         # Every piece starts a line, so the whole is wire-safe when each piece is.
         self.wire_safe = all(wire_safe(part) for part in parts)
 
-    def encode(self, values: Mapping[str, str]) -> tuple[bytes, bool]:
-        """The body for these values, and whether it is wire-safe (see `wire_safe`)."""
+    def encode(self, values: Mapping[str, str]) -> bytes:
+        """The body for these values. Wire-safe when the template is (`wire_safe`): each
+        value is a _qp() chunk, which never has a bare LF or a line starting with "."."""
         parts = self._parts.copy()
         done: dict[str, bytes] = {}  # a digest repeats each story's click link (issue 9)
-        safe = self.wire_safe
         for index, key in self._slots:
             chunk = done.get(key)
             if chunk is None:
                 chunk = done[key] = _qp(values[key]) + SOFT_BREAK
-                safe = safe and wire_safe(chunk)
             parts[index] = chunk
-        return b"".join(parts), safe
+        return b"".join(parts)
 
 
 def wire_safe(chunk: bytes) -> bool:
@@ -450,14 +449,16 @@ class MessageFactory:
         self._end = CRLF + b"--" + self._boundary + b"--" + CRLF
         self._text = _EncodedBody(digest.text_template)
         self._html = _EncodedBody(digest.html_template)
-        self._fixed_safe = all(wire_safe(part) for part in (
-            self._static, self._text_head, self._html_head, self._end))
+        # Checked once per composition; the personal values are _qp() chunks (safe).
+        self._wire_ready = self._text.wire_safe and self._html.wire_safe and all(
+            wire_safe(part) for part in (self._static, self._text_head, self._html_head,
+                                         self._end))
 
     def build(self, recipient: Recipient) -> OutgoingMessage:
         values = self.digest.values(recipient)
         message_id = _message_id(self._domain)
-        text, text_safe = self._text.encode(values.for_text())
-        html, html_safe = self._html.encode(values.for_html())
+        text = self._text.encode(values.for_text())
+        html = self._html.encode(values.for_html())
         # Header lines start with a name and folded ones with a space: never a ".".
         head = b"".join((
             _date_header(),
@@ -472,8 +473,7 @@ class MessageFactory:
             to=recipient.email,
             message_id=message_id,
             data=dkim_sign(data),
-            wire_ready=(self._fixed_safe and text_safe and html_safe
-                        and head.count(b"\n") == head.count(b"\r\n")),
+            wire_ready=self._wire_ready and head.count(b"\n") == head.count(b"\r\n"),
         )
 
 

@@ -90,6 +90,9 @@ def _environment(templates_dir: str) -> jinja2.Environment:
             enabled_extensions=("mjml", "html"), default_for_string=False, default=False
         ),
         undefined=jinja2.StrictUndefined,
+        # Templates are part of a deployment: checking each file's mtime on every render
+        # showed in the send profile (a render per composition, hundreds per send).
+        auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,

@@ -15,6 +15,9 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from newsletter import message as message_module
 from newsletter.composer import compose
@@ -243,6 +246,32 @@ def test_an_encoded_leading_dot_keeps_lines_short_and_decodes_back(prefix: str) 
     assert not encoded.startswith(b".") and b"\n." not in encoded
     assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
     assert quopri.decodestring(encoded).decode("utf-8").replace("\r\n", "\n") == text
+
+
+@pytest.mark.parametrize("text", [
+    ".", "..", ".\n.", "a\n.b", "\r\n.x\r.y\n", ".é" * 50, "x" * 75 + "\n." + "y" * 80,
+    "=.\n=.", " .\n\t.", ".\x00\n.\x7f", "no dots\nat all", "",
+])
+def test_every_quoted_printable_chunk_is_wire_safe(text: str) -> None:
+    from newsletter.message import _qp, wire_safe
+
+    assert wire_safe(_qp(text) + b"=\r\n")
+
+
+@given(st.text(alphabet=st.sampled_from(list(".=\r\n \té\x00aZ~")) | st.characters(),
+               max_size=300))
+@settings_(max_examples=300, deadline=None)
+def test_any_text_encodes_to_a_wire_safe_chunk_that_decodes_back(text: str) -> None:
+    import quopri
+
+    from newsletter.message import _qp, wire_safe
+
+    encoded = _qp(text)
+    assert wire_safe(encoded + b"=\r\n")
+    assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == normalised.encode(
+        "utf-8", "surrogatepass")
 
 
 def test_a_personal_value_with_a_line_break_and_a_dot_stays_wire_ready(plain_factory) -> None:
