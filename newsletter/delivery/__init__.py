@@ -22,8 +22,9 @@ One module per concern:
     ledger.py    table handles, counts, claim, the per-row writes of a claimed batch
     enqueue.py   publishing batch tasks after commit
     planning.py  plan_send, start_send
-    batch.py     run_batch: re-check, render once per composition, send over many
-                 connections at once
+    batch.py     run_batch: claim, re-check each reader, compose, say when to run again
+    sending.py   a batch's sends: many connections at once on the worker's event loop,
+                 messages built ahead on a thread, each row's verdict
     pool.py      the worker process's event loop and its idle relay connections
     connection.py  one asyncio SMTP session (aiosmtplib set-up, pipelined transactions)
     replies.py   what a reply means, by RFC 3463 enhanced status code first
@@ -35,7 +36,7 @@ One module per concern:
     timeline.py  when an issue's messages were accepted, bucketed for the report
 """
 
-from newsletter.delivery.batch import MAX_RETRY_DELAY, BatchOutcome, backoff_seconds, run_batch
+from newsletter.delivery.batch import run_batch
 from newsletter.delivery.control import (
     cancel_send,
     in_flight,
@@ -60,6 +61,7 @@ from newsletter.delivery.ledger import (
 )
 from newsletter.delivery.planning import PLANNABLE, CompositionCache, plan_send, start_send
 from newsletter.delivery.replies import Verdict, classify, is_hard_bounce
+from newsletter.delivery.sending import MAX_RETRY_DELAY, BatchOutcome, backoff_seconds
 from newsletter.delivery.smtp import send_one, smtp_connect
 
 __all__ = [
