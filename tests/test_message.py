@@ -258,7 +258,8 @@ def test_every_quoted_printable_chunk_is_wire_safe(text: str) -> None:
     assert wire_safe(_qp(text) + b"=\r\n")
 
 
-@given(st.text(alphabet=st.sampled_from(list(".=\r\n \té\x00aZ~")) | st.characters(),
+@given(st.text(alphabet=st.sampled_from(list(".=\r\n \té\x00aZ~"))
+               | st.characters(blacklist_categories=("Cs",)),  # text, not lone surrogates
                max_size=300))
 @settings_(max_examples=300, deadline=None)
 def test_any_text_encodes_to_a_wire_safe_chunk_that_decodes_back(text: str) -> None:
@@ -285,8 +286,7 @@ def test_a_personal_value_with_a_line_break_and_a_dot_stays_wire_ready(plain_fac
 def test_a_message_with_dot_lines_arrives_intact_through_the_delivery_connection(
     factory, smtp_server,
 ) -> None:
-    import asyncio
-
+    from newsletter.delivery import pool
     from newsletter.delivery.connection import RelayConnection
 
     out = factory.build(ALICE)
@@ -299,7 +299,7 @@ def test_a_message_with_dot_lines_arrives_intact_through_the_delivery_connection
         await conn.quit()
         return verdict.kind
 
-    assert asyncio.run(send()) == "sent"
+    assert pool.run(send()) == "sent"  # the worker's own loop (a browser test may hold ours)
     received = smtp_server.wait_for(1)[0].data
     assert received.replace(b"\r\n", b"\n") == out.data.replace(b"\r\n", b"\n")
 

@@ -80,6 +80,13 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
     per_second = send_rate(session, issue, pending=pending)
     total = sum(counts.values())
     seconds_left = round(pending / per_second) if per_second and pending else None
+    if issue.status == IssueStatus.sending and total > 0 and pending == 0:
+        # The last rows are marked a moment before their batch marks the issue sent (the
+        # sweep would, later): "done" and "sent" arrive together, and the page stops.
+        # Whoever wins that UPDATE, the issue is read again.
+        delivery.finish_if_done(session=session, issue_id=issue.id or 0)
+        session.commit()
+        session.refresh(issue)
     done = issue.status in (IssueStatus.sent, IssueStatus.cancelled) or (
         issue.status == IssueStatus.sending and total > 0 and pending == 0)
     return {
@@ -122,11 +129,6 @@ def progress_json(request: Request, issue_id: int) -> Response:
         issue = session.get(Issue, issue_id)
         if issue is None:
             return JSONResponse({"detail": "no such issue"}, status_code=404)
-        if issue.status == IssueStatus.sending:
-            # Also what the sweep does; doing it here lets the page reach "sent" promptly.
-            delivery.finish_if_done(session=session, issue_id=issue_id)
-            session.commit()
-            session.refresh(issue)
         data = progress(session, issue)
     return JSONResponse(data, headers={"cache-control": "no-store"})
 
