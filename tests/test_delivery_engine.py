@@ -117,17 +117,25 @@ def test_a_421_is_charged_to_the_row_in_flight_only_and_the_others_carry_on(
     assert len(faulty_smtp_server.recipients()) == len(sent)
 
 
-def test_a_relay_refusing_connections_beyond_its_limit_gets_everyone_over_fewer(
-    session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def relay_allowing_three(session: Session, approved_issue: Issue,
+                         faulty_smtp_server: FaultyHandler,
+                         monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A relay refusing connections beyond 3 (Postfix's per-client limit, smaller), a
+    worker allowed 10, and two planned batches of 40; the readers' addresses."""
     monkeypatch.setattr(settings, "smtp_max_connections", 10)
     monkeypatch.setattr(settings, "send_batch_size", 40)
     faulty_smtp_server.faults = Faults(data_latency=0.05)
     faulty_smtp_server.max_connections = 3
-    add_readers(session, 80)
+    emails = add_readers(session, 80)
     plan(session, approved_issue.id)
+    return emails
 
+
+def test_a_relay_refusing_connections_beyond_its_limit_gets_everyone_over_fewer(
+    session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
+    relay_allowing_three: list[str],
+) -> None:
     first = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
 
     assert first.counts == {"sent": 40}
@@ -137,14 +145,8 @@ def test_a_relay_refusing_connections_beyond_its_limit_gets_everyone_over_fewer(
 
 def test_after_a_refused_connection_the_next_batch_opens_no_more_than_the_relay_allows(
     session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
-    monkeypatch: pytest.MonkeyPatch,
+    relay_allowing_three: list[str],
 ) -> None:
-    monkeypatch.setattr(settings, "smtp_max_connections", 10)
-    monkeypatch.setattr(settings, "send_batch_size", 40)
-    faulty_smtp_server.faults = Faults(data_latency=0.05)
-    faulty_smtp_server.max_connections = 3
-    emails = add_readers(session, 80)
-    plan(session, approved_issue.id)
     delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
     refused = faulty_smtp_server.refused_connections
 
@@ -152,7 +154,7 @@ def test_after_a_refused_connection_the_next_batch_opens_no_more_than_the_relay_
 
     assert second.counts == {"sent": 40}
     assert faulty_smtp_server.refused_connections == refused  # none tried beyond 3
-    assert Counter(faulty_smtp_server.recipients()) == Counter(emails)
+    assert Counter(faulty_smtp_server.recipients()) == Counter(relay_allowing_three)
     assert faulty_smtp_server.most_in_data == 3
 
 
