@@ -158,6 +158,38 @@ def test_after_a_refused_connection_the_next_batch_opens_no_more_than_the_relay_
     assert faulty_smtp_server.most_in_data == 3
 
 
+def test_a_relay_full_with_other_workers_connections_gets_the_rows_back_within_seconds(
+    session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import smtplib
+
+    monkeypatch.setattr(settings, "send_retry_base_seconds", 300.0)
+    faulty_smtp_server.max_connections = 2
+    others = [smtplib.SMTP(faulty_smtp_server.host, faulty_smtp_server.port) for _ in range(2)]
+    emails = add_readers(session, 5)
+    plan(session, approved_issue.id)
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    # "421 too many connections": the relay is alive, and another worker will hand a
+    # connection back soon. Nobody is charged, and the rows wait seconds, not 300 s.
+    assert outcome.counts == {"deferred": 5}
+    assert outcome.retry_in is not None and outcome.retry_in <= 3
+    ledger = session.execute(select(Delivery.attempts, Delivery.error)
+                             .where(Delivery.issue_id == approved_issue.id)).all()
+    assert {r.attempts for r in ledger} == {0}
+    assert all("too many connections" in r.error for r in ledger)
+    for other in others:
+        other.quit()
+    time.sleep(outcome.retry_in)
+
+    again = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert again.counts == {"sent": 5}
+    assert Counter(faulty_smtp_server.recipients()) == Counter(emails)
+
+
 def test_a_pause_stops_new_transactions_at_once_and_hands_every_untried_row_back(
     session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
     monkeypatch: pytest.MonkeyPatch,

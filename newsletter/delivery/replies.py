@@ -125,6 +125,12 @@ def classify(code: int, text: str, *, stage: str = "rcpt") -> Verdict:
     return Verdict(FAILED, reply)
 
 
+def relay_busy(verdict: Verdict) -> bool:
+    """The relay answered, with a 4xx, before any transaction (too many connections, a
+    temporary failure): alive and busy, unlike a refused or timed-out connection."""
+    return verdict.kind == DOWN and verdict.reply[:1] == "4" and verdict.reply[1:3].isdigit()
+
+
 def connection_lost(detail: str) -> Verdict:
     """The connection dropped (or timed out) during the row's transaction: retry it."""
     return Verdict(RETRY, f"connection lost during the transaction: {detail}")

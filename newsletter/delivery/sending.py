@@ -37,6 +37,7 @@ log = logging.getLogger("newsletter.delivery")
 
 MAX_RETRY_DELAY = 600.0  # seconds: no ETA longer than this, or Redis redelivers it
 BUILD_CHUNK = 8  # messages built per trip to the builder thread
+BUSY_RETRY_SECONDS = 2.0  # a relay refusing more connections (4xx at connect): try again
 SUPPRESSED = "not confirmed, paused or suppressed at send time"
 
 
@@ -364,8 +365,13 @@ class BatchSend:
             log.info("issue %s is %s: handed back %d untried rows", self.writer.issue_id,
                      self.writer.status, len(rows))
             return
-        # The relay is down, or our lease ran short: try them again soon, uncharged.
-        wait = settings.send_retry_base_seconds if self.down is not None else 0.0
+        # The relay is down, or our lease ran short: try them again soon, uncharged. A
+        # relay that answered 4xx at connect is alive but full (often our other workers
+        # hold every connection it allows): a turn comes within seconds, not minutes.
+        wait = 0.0
+        if self.down is not None:
+            wait = (BUSY_RETRY_SECONDS if replies.relay_busy(self.down)
+                    else settings.send_retry_base_seconds)
         at = utcnow() + timedelta(seconds=wait)
         error = (f"not tried: cannot open a session with the SMTP relay {relay_name()}: "
                  f"{self.down.reply}" if self.down is not None else "not tried: lease ran short")
