@@ -28,7 +28,12 @@ log = logging.getLogger("newsletter.queue")
 
 DEFAULT_QUEUE = "roundup"
 BULK_QUEUE = "roundup.bulk"  # newsletter batches, so transactional mail never waits behind them
+# Mail nobody is waiting for: welcome emails. Confirming an imported list queues
+# thousands at once; on the default queue they held up confirmation emails (someone
+# waiting for a link) for minutes. Workers take from each queue in turn.
+LATER_QUEUE = "roundup.later"
 SEND_BATCH = "workers.tasks.send_batch"
+SEND_WELCOME = "workers.welcome_tasks.send_welcome_email"
 # Set in Redis by the sweep; gone means Redis lost its data (and our queued tasks).
 BROKER_MARKER = "roundup:broker-marker"
 
@@ -62,8 +67,10 @@ app.conf.update(
     task_queues=[
         Queue(DEFAULT_QUEUE, Exchange(DEFAULT_QUEUE), routing_key=DEFAULT_QUEUE),
         Queue(BULK_QUEUE, Exchange(BULK_QUEUE), routing_key=BULK_QUEUE),
+        Queue(LATER_QUEUE, Exchange(LATER_QUEUE), routing_key=LATER_QUEUE),
     ],
-    task_routes={SEND_BATCH: {"queue": BULK_QUEUE, "routing_key": BULK_QUEUE}},
+    task_routes={SEND_BATCH: {"queue": BULK_QUEUE, "routing_key": BULK_QUEUE},
+                 SEND_WELCOME: {"queue": LATER_QUEUE, "routing_key": LATER_QUEUE}},
     worker_max_memory_per_child=400_000,  # KiB: a leak cannot grow a worker forever
     timezone="UTC",
     enable_utc=True,

@@ -31,7 +31,7 @@ from newsletter.subscribers import topics_by_subscriber
 
 log = logging.getLogger(__name__)
 
-TASK = "workers.welcome_tasks.send_welcome_email"
+TASK = "workers.welcome_tasks.send_welcome_email"  # routed to roundup.later (queue.py)
 SENT_KIND = EventKind.welcome_sent
 _AFTER_COMMIT_KEY = "roundup_welcome"
 

@@ -59,3 +59,21 @@ def test_confirming_without_a_broker_still_confirms(session, app_settings, make_
     sub = make_subscriber(email="di@example.org", confirmed=False)
     assert confirm(session=session, subscriber_id=sub.id, source="cli")
     session.commit()  # publishes after commit: no broker, only a log line
+
+
+def test_welcomes_wait_on_their_own_queue_not_ahead_of_confirmation_emails(
+        session, app_settings, redis_url, make_subscriber):
+    """Confirming an imported list queues a welcome for everyone at once: those must not
+    stand between a new reader and the confirmation link they are waiting for."""
+    import redis as redis_lib
+
+    from newsletter.queue import DEFAULT_QUEUE, LATER_QUEUE
+
+    subs = [make_subscriber(email=f"imported{i}@example.org", confirmed=False)
+            for i in range(5)]
+    for sub in subs:
+        assert confirm(session=session, subscriber_id=sub.id, source="cli")
+    session.commit()
+    client = redis_lib.Redis.from_url(redis_url)
+    assert client.llen(LATER_QUEUE) == 5
+    assert client.llen(DEFAULT_QUEUE) == 0

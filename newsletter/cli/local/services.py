@@ -26,7 +26,7 @@ import redis
 from newsletter.settings import REPO_ROOT, settings
 
 READY_FILE_ENV = "ROUNDUP_WORKER_READY_FILE"
-WORKER_QUEUES = "roundup,roundup.bulk"
+WORKER_QUEUES = "roundup,roundup.bulk,roundup.later"  # newsletter/queue.py
 
 
 class ServiceError(RuntimeError):
