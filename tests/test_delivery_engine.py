@@ -190,6 +190,33 @@ def test_a_relay_full_with_other_workers_connections_gets_the_rows_back_within_s
     assert Counter(faulty_smtp_server.recipients()) == Counter(emails)
 
 
+def test_a_batch_takes_the_connections_another_worker_hands_back(
+    session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import smtplib
+    import threading
+
+    from newsletter.delivery import sending
+
+    monkeypatch.setattr(sending, "BUSY_RETRY_SECONDS", 0.1)  # knocks after 0.2, 0.4, 0.8 s
+    monkeypatch.setattr(settings, "smtp_max_connections", 3)
+    faulty_smtp_server.faults = Faults(data_latency=0.05)
+    faulty_smtp_server.max_connections = 3
+    # Another worker holds two of the three connections the relay allows, for 0.5 s.
+    others = [smtplib.SMTP(faulty_smtp_server.host, faulty_smtp_server.port) for _ in range(2)]
+    threading.Timer(0.5, lambda: [o.quit() for o in others]).start()
+    emails = add_readers(session, 90)
+    plan(session, approved_issue.id)
+
+    outcome = delivery.run_batch(session=session, issue_id=approved_issue.id, batch=1)
+
+    assert outcome.counts == {"sent": 90}
+    assert Counter(faulty_smtp_server.recipients()) == Counter(emails)
+    assert faulty_smtp_server.refused_connections >= 2
+    assert faulty_smtp_server.most_in_data == 3  # it had one; it took the other two back
+
+
 def test_a_pause_stops_new_transactions_at_once_and_hands_every_untried_row_back(
     session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
     monkeypatch: pytest.MonkeyPatch,

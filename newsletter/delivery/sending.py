@@ -135,8 +135,9 @@ class BatchSend:
         self._hand_back_untried()
         if self.refused_more:  # the next batches open no more than the relay allowed
             pool.pool.refused_beyond(self.most_open)
-            log.info("issue %s: the relay allows %d connections; batches keep to that for "
-                     "%.0f s", self.writer.issue_id, self.most_open, pool.CAP_SECONDS)
+            log.info("issue %s: the relay let this worker have %d connection(s) at once; "
+                     "its batches keep to that for %.0f s", self.writer.issue_id,
+                     self.most_open, pool.CAP_SECONDS)
 
     # --- one connection ---------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class BatchSend:
     async def _connection(self) -> None:
         conn: RelayConnection | None = None
         finished = False
+        knocks = 0  # times in a row the relay refused this one a connection
         try:
             while (item := await self._next()) is not None:
                 row, message = item
@@ -198,8 +200,16 @@ class BatchSend:
                         self.opening -= 1
                         self.ready.appendleft(item)
                         self._refused_session(exc.verdict)
-                        return
+                        if not (self.down is None and replies.relay_busy(exc.verdict)):
+                            return
+                        # Full for now while others of ours send: knock again shortly
+                        # (another worker's connections come free as its batch ends),
+                        # less often each time it says no.
+                        knocks += 1
+                        await self._wait_for_a_turn(BUSY_RETRY_SECONDS * 2 ** min(knocks, 3))
+                        continue
                     self.opening -= 1
+                    knocks = 0
                     self.open_connections += 1
                     self.most_open = max(self.most_open, self.open_connections)
                 if self.limit is not None:
@@ -228,6 +238,13 @@ class BatchSend:
                     pool.pool.put(conn)  # for the next batch in this process
                 else:
                     conn.close()
+
+    async def _wait_for_a_turn(self, seconds: float) -> None:
+        """Up to `seconds`, less if the batch runs out of work or must stop."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline and self.writer.may_start \
+                and self.down is None and (self.ready or self.producing):
+            await asyncio.sleep(0.1)
 
     def _take(self) -> tuple[ClaimedRow, Composition] | None:
         """The next row to try, or None when there is none or we must stop."""
@@ -281,9 +298,11 @@ class BatchSend:
             self.down = verdict
             log.error("issue %s: %s", self.writer.issue_id, error)
         else:
+            if not self.refused_more:  # once a batch: refused ones knock again (4-16 s)
+                log.info("issue %s: the relay refused one more connection (%s); carrying "
+                         "on with %d", self.writer.issue_id, verdict.reply,
+                         self.open_connections)
             self.refused_more = True
-            log.info("issue %s: the relay refused one more connection (%s); carrying on "
-                     "with %d", self.writer.issue_id, verdict.reply, self.open_connections)
 
     def _record(self, row: ClaimedRow, message: OutgoingMessage, verdict: Verdict) -> None:
         kind = verdict.kind
