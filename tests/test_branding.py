@@ -7,8 +7,6 @@ import io
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -52,15 +50,13 @@ def settings_post(client: Any, data: dict[str, str], *, files: dict[str, Any] | 
 
 
 def promote_to_owner(session, account_id: int) -> None:
-    """Owners manage the settings. Where editors have roles (the team's work), make
-    this one an owner; without roles every editor counts as one."""
+    """Owners manage the settings: make this editor one."""
     from newsletter.editors import Editor
 
-    if hasattr(Editor, "role"):
-        editor = session.get(Editor, account_id)
-        editor.role = "owner"
-        session.add(editor)
-        session.commit()
+    editor = session.get(Editor, account_id)
+    editor.role = "owner"
+    session.add(editor)
+    session.commit()
 
 
 @pytest.fixture
@@ -193,25 +189,13 @@ def test_other_processes_see_a_change_within_the_cache_time(session, monkeypatch
 # --- the page --------------------------------------------------------------------------
 
 
-def test_an_editor_who_is_not_an_owner_gets_403(editor_client, session, monkeypatch):
+def test_an_editor_who_is_not_an_owner_gets_403(editor_client, session):
     from newsletter.editors import Editor
-    from newsletter.web.editor import routing
 
-    if hasattr(Editor, "role"):
-        editor = session.exec(select(Editor)).one()
-        editor.role = "editor"
-        session.add(editor)
-        session.commit()
-    else:
-        # No role column on this branch yet (it comes with the team work): give the
-        # logged-in editor the role the session would carry.
-        real = routing.editor_from_cookie
-
-        def as_editor(value):
-            found = real(value)
-            return found and SimpleNamespace(**found.model_dump(), role="editor")
-
-        monkeypatch.setattr(routing, "editor_from_cookie", as_editor)
+    editor = session.exec(select(Editor)).one()
+    editor.role = "editor"
+    session.add(editor)
+    session.commit()
     token = csrf_token(editor_client.get("/editor").text)
     assert "/editor/settings" not in editor_client.get("/editor").text  # no link in the nav
     for method, path in [("get", "/editor/settings"), ("get", "/editor/settings/preview"),
@@ -414,23 +398,7 @@ def test_an_unmigrated_database_means_the_environment_values(tmp_path, monkeypat
     assert sum("branding settings unreadable" in r.message for r in caplog.records) == 1
 
 
-def test_the_preview_offers_the_welcome_email_once_its_template_exists(
-        owner_client, tmp_path, monkeypatch):
-    import shutil
-
-    templates = Path(settings.templates_dir)
-    if not (templates / "emails" / "welcome" / "body.mjml").is_file():
-        # The welcome email comes with another part of issue 10: stand one in.
-        shutil.copytree(templates, tmp_path / "templates")
-        welcome = tmp_path / "templates" / "emails" / "welcome"
-        welcome.mkdir()
-        (welcome / "subject.txt").write_text("Welcome to {{ list_name }}")
-        (welcome / "body.txt").write_text("You're in, {{ greeting_name }}.\n{{ postal_address }}")
-        (welcome / "body.mjml").write_text(
-            '{% extends "_layout.mjml" %}{% block content %}<mj-text><h1>You\'re in, '
-            "{{ greeting_name }}</h1><p>{{ next_send }} {{ manage_url }}</p></mj-text>"
-            "{% endblock %}")
-        monkeypatch.setattr(settings, "templates_dir", tmp_path / "templates")
+def test_the_preview_offers_the_welcome_email(owner_client):
     page = owner_client.get("/editor/settings").text
     assert '<option value="welcome" selected>' in page
     response = settings_post(owner_client, GOOD, action="/editor/settings/preview")

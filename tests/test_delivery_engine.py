@@ -221,18 +221,18 @@ def test_a_pause_stops_new_transactions_at_once_and_hands_every_untried_row_back
     session: Session, approved_issue: Issue, faulty_smtp_server: FaultyHandler,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setattr(settings, "smtp_max_connections", 20)
     faulty_smtp_server.faults = Faults(data_latency=0.2)
     add_readers(session, 300)
     plan(session, approved_issue.id)
+
     def send() -> None:
         with db.session_scope() as s:
             delivery.run_batch(session=s, issue_id=approved_issue.id, batch=1)
 
-    sender = threading.Thread(target=send)
-    sender.start()
+    sender = ThreadPoolExecutor(1).submit(send)  # .result() re-raises what the batch raised
     wait_until(lambda: len(faulty_smtp_server.messages) >= 40)
 
     with db.session_scope() as s:
@@ -241,7 +241,7 @@ def test_a_pause_stops_new_transactions_at_once_and_hands_every_untried_row_back
     # What pause_send's caller waits for: no row of the issue left `sending`.
     wait_until(lambda: counts(approved_issue.id)["sending"] == 0, timeout=5)
     handed_back_in = time.monotonic() - paused_at
-    sender.join(10)
+    sender.result(timeout=10)
 
     # The transactions open at the pause finish (0.2 s); none starts after it.
     late = [m for m in faulty_smtp_server.messages if m.received_at > paused_at + 0.2 + 0.3]

@@ -258,6 +258,13 @@ def test_every_quoted_printable_chunk_is_wire_safe(text: str) -> None:
     assert wire_safe(_qp(text) + b"=\r\n")
 
 
+@pytest.mark.parametrize("chunk", [b".x", b"a\r\n.b", b"a\nb", b"a\n.b", b"\n"])
+def test_a_chunk_with_a_dot_line_or_a_bare_line_end_is_not_wire_safe(chunk: bytes) -> None:
+    from newsletter.message import wire_safe
+
+    assert not wire_safe(chunk)
+
+
 @given(st.text(alphabet=st.sampled_from(list(".=\r\n \té\x00aZ~"))
                | st.characters(blacklist_categories=("Cs",)),  # text, not lone surrogates
                max_size=300))
@@ -290,9 +297,8 @@ def test_a_message_with_dot_lines_arrives_intact_through_the_delivery_connection
     from newsletter.delivery.connection import RelayConnection
 
     out = factory.build(ALICE)
-    settings.smtp_host, settings.smtp_port = smtp_server.host, smtp_server.port
 
-    async def send() -> str:
+    async def send() -> str:  # to the smtp_server fixture (it set SMTP_HOST and SMTP_PORT)
         conn = await RelayConnection.open()
         verdict = await conn.send(out.envelope_from, out.to, out.data,
                                   wire_ready=out.wire_ready)

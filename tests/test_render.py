@@ -458,19 +458,10 @@ def test_every_seed_issue_renders_its_subject_and_every_headline(session, seed_p
 def test_a_learned_interest_shows_its_reason_in_also_this_week() -> None:
     """The composer's learned ordering (engagement) marks a story with the topics the
     reader often reads; the email shows its reason as a chip of its own colour."""
-    from dataclasses import dataclass
-
-    from newsletter.composer import ChosenItem, Composition
-
-    @dataclass(frozen=True)
-    class Learned(ChosenItem):
-        learned: tuple[str, ...] = ()
-
-    issue, composition, _ = _digest()
-    first, *rest = composition.items
-    liked = Learned(rest[0].item, "editor", "You often read Luxury & Fashion", (),
-                    ("luxury-fashion",))
-    learned = Composition(issue.id, (first, liked, *rest[1:]), "k-learned")
+    issue, _, _ = _digest()
+    learned = compose(issue, followed=("logistics",), learned=("luxury-fashion",),
+                      max_items=settings.digest_max_items)
+    assert learned is not None
     html, text = render_digest(issue, learned, extras=DigestExtras()).personalise(ALICE)
     assert _sections(html) == ["Picked for you", "Also this week"]
     chip = re.search(r'<span class="chip" style="([^"]+)">You often read Luxury &amp; Fashion<',
