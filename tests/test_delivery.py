@@ -835,7 +835,7 @@ def test_beat_firing_twice_sends_the_due_issue_once(
     make_subscriber: Callable[..., Subscriber], smtp_server: SMTPTestServer,
     celery_workers: WorkerFactory,
 ) -> None:
-    from workers.celery_app import producer
+    from newsletter.queue import producer
     from workers.tasks import send_due_issues
 
     readers = [make_subscriber() for _ in range(3)]

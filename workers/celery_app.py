@@ -14,8 +14,7 @@ from typing import Any
 
 from celery.signals import beat_init, celeryd_init, worker_process_init, worker_ready
 
-# `producer` is re-exported for newsletter/web/public.py until it publishes by name.
-from newsletter.queue import REDIS_URL_MISSING, app, producer  # noqa: F401
+from newsletter.queue import REDIS_URL_MISSING, app  # `celery -A workers.celery_app` finds app
 from newsletter.settings import settings
 from workers.beat import beat_schedule
 

@@ -60,7 +60,7 @@ from newsletter.delivery.ledger import (
     status_counts,
 )
 from newsletter.delivery.planning import PLANNABLE, CompositionCache, plan_send, start_send
-from newsletter.delivery.replies import Verdict, classify, is_hard_bounce
+from newsletter.delivery.replies import Verdict, classify
 from newsletter.delivery.sending import MAX_RETRY_DELAY, BatchOutcome, backoff_seconds
 from newsletter.delivery.smtp import send_one, smtp_connect
 
@@ -69,7 +69,7 @@ __all__ = [
     "AlreadyPlanned", "BatchOutcome", "ClaimedRow", "CompositionCache",
     "SendError", "Verdict",
     "backoff_seconds", "cancel_send", "claim", "classify", "enqueue_after_commit",
-    "enqueue_batches", "finish_if_done", "in_flight", "is_hard_bounce", "load_claimed",
+    "enqueue_batches", "finish_if_done", "in_flight", "load_claimed",
     "pause_send", "pending_batches", "plan_send", "publish_batches", "resume_send",
     "retry_failed", "run_batch", "send_one", "smtp_connect", "start_send", "status_counts",
     "sweep_expired_leases", "wait_for_hand_back",

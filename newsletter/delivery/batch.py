@@ -8,10 +8,12 @@ when the batch should run again.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlmodel import Session
 
-from newsletter.composer import Composition, IssueContent, load_issue
+from newsletter.composer import Composition, load_issue
 from newsletter.delivery import pool
 from newsletter.delivery.ledger import (
     ClaimedRow,
@@ -55,7 +57,8 @@ def _issue_snapshot(session: Session, issue_id: int, version: str) -> Compositio
 def run_batch(*, session: Session, issue_id: int, batch: int) -> BatchOutcome:
     """Claim, re-check, render, send over many connections at once, and record each row."""
     outcome = BatchOutcome()
-    issue = session.execute(select(I.c.status, I.c.updated_at).where(I.c.id == issue_id)).first()
+    issue = session.execute(select(I.c.status, I.c.updated_at, I.c.send_started_at)
+                            .where(I.c.id == issue_id)).first()
     if issue is None or issue.status != IssueStatus.sending:
         outcome.add("not_sending")
         return outcome
@@ -64,15 +67,15 @@ def run_batch(*, session: Session, issue_id: int, batch: int) -> BatchOutcome:
     token, lease_until = claim(session=session, issue_id=issue_id, batch=batch)
     claimed = load_claimed(session, token)
     if claimed:
-        work = _prepare(session, token, issue_id, version, claimed, outcome)
+        snapshot = _issue_snapshot(session, issue_id, version)
+        work = _prepare(session, token, snapshot, issue.send_started_at, claimed, outcome)
         session.commit()  # hand the connection back: the writer has its own while we send
         if work:
             writer = LedgerWriter(session.get_bind(), issue_id, token,  # type: ignore[arg-type]
                                   lease_until)
             writer.start()
             try:
-                send = BatchSend(writer, work[0][2], outcome)
-                pool.run(send.run([(row, comp) for row, comp, _ in work]))
+                pool.run(BatchSend(writer, snapshot.issue, outcome).run(work))
             finally:
                 writer.close()
             if writer.lost_marks:  # sent, but the row was no longer ours to mark
@@ -88,23 +91,21 @@ def run_batch(*, session: Session, issue_id: int, batch: int) -> BatchOutcome:
     return outcome
 
 
-def _prepare(session: Session, token: str, issue_id: int, version: str,
-             claimed: list[ClaimedRow], outcome: BatchOutcome,
-             ) -> list[tuple[ClaimedRow, Composition, IssueContent]]:
+def _prepare(session: Session, token: str, snapshot: CompositionCache,
+             started: datetime | None, claimed: list[ClaimedRow], outcome: BatchOutcome,
+             ) -> list[tuple[ClaimedRow, Composition]]:
     """Re-check every subscriber now (they may have left since the plan) and compose."""
     gone = sorted(c.id for c in claimed if not c.eligible)
     if gone:
         finish_rows(session, token, gone, DeliveryStatus.suppressed, SUPPRESSED)
         outcome.add("suppressed", len(gone))
     live = [c for c in claimed if c.eligible]
-    snapshot = _issue_snapshot(session, issue_id, version)
     ids = [c.subscriber_id for c in live]
     topics = topics_by_subscriber(session=session, subscriber_ids=ids)
     # What each reader keeps opening orders their "Also this week" (issue 9). Counted up
     # to the send's start, so every batch of one send composes the same email.
-    started = session.execute(select(I.c.send_started_at).where(I.c.id == issue_id)).scalar()
     learned = interests_by_subscriber(session=session, subscriber_ids=ids, now=started)
-    work: list[tuple[ClaimedRow, Composition, IssueContent]] = []
+    work: list[tuple[ClaimedRow, Composition]] = []
     skipped: list[int] = []
     for c in live:
         composition = snapshot.get(topics.get(c.subscriber_id, ()), c.only_my_topics,
@@ -112,7 +113,7 @@ def _prepare(session: Session, token: str, issue_id: int, version: str,
         if composition is None:
             skipped.append(c.id)
         else:
-            work.append((c, composition, snapshot.issue))
+            work.append((c, composition))
     if skipped:
         finish_rows(session, token, skipped, DeliveryStatus.skipped, "no items match their topics")
         outcome.add("skipped", len(skipped))

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import Connection, and_, case, func, literal, or_, select, update
 from sqlmodel import Session
 
 from newsletter.delivery.enqueue import enqueue_after_commit
@@ -32,7 +32,7 @@ from newsletter.settings import settings
 log = logging.getLogger("newsletter.delivery")
 
 
-def pause_send(*, session: Session, issue_id: int, reason: str = "") -> bool:
+def pause_send(*, session: Session | Connection, issue_id: int, reason: str = "") -> bool:
     """Stop sending: no new claims; running batches hand back their untried rows.
 
     `reason` (what a person reads in `newsletter status` and the console) says why:

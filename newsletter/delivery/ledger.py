@@ -183,9 +183,3 @@ def release_rows(conn: Session | Connection, token: str, row_ids: Sequence[int],
     return finish_rows(conn, token, row_ids, DeliveryStatus.pending,
                        why or f"released: issue {issue_status}")
 
-
-def pause_for_relay(conn: Session | Connection, issue_id: int, reason: str) -> bool:
-    """sending -> paused because the relay refuses us; `reason` is the relay's own words."""
-    return bool(changed(conn, update(I).where(
-        I.c.id == issue_id, I.c.status == IssueStatus.sending)
-        .values(status=IssueStatus.paused, status_reason=reason[:ERROR_LIMIT])))

@@ -23,6 +23,7 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from newsletter.ratelimit import REDIS_RETRY_SECONDS
 from newsletter.settings import settings
 
 log = logging.getLogger("newsletter.delivery")
@@ -38,17 +39,25 @@ class RelayRateLimit:
         self.relay = relay
         self.item = RateLimitItemPerSecond(rate, 1)
         url = settings.redis_url
-        storage = (RedisStorage("async+" + url, implementation="redispy")
+        # Short timeouts, as newsletter/ratelimit.py's: a Redis that does not answer must
+        # not hold every transaction for the operating system's TCP timeout.
+        storage = (RedisStorage("async+" + url, implementation="redispy",
+                                socket_connect_timeout=0.5, socket_timeout=0.5)
                    if url else MemoryStorage())
         self.limiter = MovingWindowRateLimiter(storage)
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._warned = False
+        self._redis_down_until = 0.0  # Redis failed: count here alone until then
 
     async def acquire(self) -> None:
         while True:
             try:
+                if time.monotonic() < self._redis_down_until:
+                    raise ConnectionError("Redis failed less than REDIS_RETRY_SECONDS ago")
                 wait = await self._try(self.limiter)
             except Exception as exc:  # Redis gone: hold the limit in this process meanwhile
+                if time.monotonic() >= self._redis_down_until:
+                    self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
                 if not self._warned:
                     log.warning("SMTP_RATE_LIMIT: Redis unavailable (%s); limiting this "
                                 "process alone to %s/s until it is back", exc, self.rate)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 SENT, RETRY, SOFT, BOUNCE, FAILED, POLICY, PAUSE, DOWN = (
     "sent", "retry", "soft", "bounce", "failed", "policy", "pause", "down")
 # Where in the session a reply came: before MAIL FROM everything is about us.
-SESSION_STAGES = ("connect", "helo", "starttls", "auth", "mail")
+SESSION_STAGES = ("connect", "helo", "starttls", "auth")  # before any MAIL FROM
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
@@ -90,7 +90,7 @@ def classify(code: int, text: str, *, stage: str = "rcpt") -> Verdict:
     enhanced = enhanced_code(text)
     transient = 400 <= code < 500 if code else bool(enhanced and enhanced[0] == 4)
     about_us = bool(_ABOUT_US.search(text))
-    if stage in SESSION_STAGES and stage != "mail":
+    if stage in SESSION_STAGES:
         # Refused before any recipient was named: the relay refuses us (5xx), or is
         # busy for now (4xx: too many connections, a temporary authentication failure).
         return Verdict(DOWN if transient else PAUSE, reply)
@@ -134,8 +134,3 @@ def relay_busy(verdict: Verdict) -> bool:
 def connection_lost(detail: str) -> Verdict:
     """The connection dropped (or timed out) during the row's transaction: retry it."""
     return Verdict(RETRY, f"connection lost during the transaction: {detail}")
-
-
-def is_hard_bounce(code: int, text: str) -> bool:
-    """A 5xx saying the address does not exist (5.1.x, or the usual wording)."""
-    return classify(code, text).kind == BOUNCE

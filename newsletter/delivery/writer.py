@@ -30,12 +30,12 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
+from newsletter.delivery.control import pause_send
 from newsletter.delivery.ledger import (
     D,
     I,
     finish_rows,
     load_claimed,
-    pause_for_relay,
     release_rows,
 )
 from newsletter.models import DeliveryStatus, IssueStatus, utcnow
@@ -183,13 +183,13 @@ class LedgerWriter(threading.Thread):
                           else IssueStatus.paused)
                 release_rows(conn, self.token, ids, status, why)
             elif kind == "pause":
-                if pause_for_relay(conn, self.issue_id, args):
-                    log.error("issue %s paused: the relay refuses us: %s", self.issue_id, args)
+                # BatchSend._pause has logged it; pause_send logs it once it took.
+                pause_send(session=conn, issue_id=self.issue_id, reason=args)
             elif kind == "bounce":
                 bounces.append(args)
         if refresh:
             self._refresh(conn)
-        if poll or group:
+        if poll:
             status = conn.execute(select(I.c.status).where(I.c.id == self.issue_id)).scalar()
             if self.status == IssueStatus.sending or status != IssueStatus.sending:
                 self.status = str(status)
