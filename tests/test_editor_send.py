@@ -161,8 +161,12 @@ def test_progress_rate_of_a_finished_send_is_frozen_at_its_end(
         editor_client, make_issue, make_subscriber, session):
     # Six messages over 10 s, five minutes ago: 36/min, not "6/min" and not decaying.
     issue = make_issue(items=ITEMS, status=IssueStatus.sent)
-    _started(session, issue, 310)
-    _sent_rows(session, issue, make_subscriber, [300 + i * 2 for i in range(6)], pending=0)
+    # One clock for both: the start and the rows must be exactly 10 s apart, however
+    # long making the subscribers takes.
+    t0 = utcnow()
+    _started(session, issue, 310, now=t0)
+    _sent_rows(session, issue, make_subscriber, [300 + i * 2 for i in range(6)], pending=0,
+               now=t0)
     data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
     assert data["rate"] == "36.0/min"
     assert data["seconds_left"] is None and data["done"]
