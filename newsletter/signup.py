@@ -409,7 +409,8 @@ def export_subscriber(*, session: Session, subscriber_id: int) -> dict[str, Any]
     if sub is None:
         raise subs.SubscriberError("Unknown subscriber.")
     events = session.exec(
-        select(Event).where(Event.subscriber_id == subscriber_id).order_by(col(Event.at))
+        select(Event).where(Event.subscriber_id == subscriber_id)
+        .order_by(col(Event.at), col(Event.id))  # id: events made in the same instant
     ).all()
     deliveries = session.exec(
         select(Delivery).where(Delivery.subscriber_id == subscriber_id)

@@ -33,6 +33,16 @@ REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_machine_redis() -> Iterator[None]:
+    """No test counts in a Redis the machine's environment (or a .env) points at: it
+    would be shared by the xdist workers. Tests that want Redis ask for `redis_url`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "redis_url", "")
+        patch.delenv("REDIS_URL", raising=False)
+        yield
+
+
 def _backends() -> list[str]:
     return ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
 

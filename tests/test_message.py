@@ -565,4 +565,4 @@ def test_the_date_header_says_utc_as_plus_0000(factory) -> None:
     raw = factory.build(ALICE).data
     date = re.search(rb"^Date: (.+)\r$", raw, re.MULTILINE).group(1)
     assert date.endswith(b" +0000"), date
-    assert abs(parse_email(raw)["Date"].datetime.timestamp() - time.time()) < 5
+    assert abs(parse_email(raw)["Date"].datetime.timestamp() - time.time()) < 60  # now-ish

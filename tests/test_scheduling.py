@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from newsletter.models import Delivery
+from newsletter.models import Delivery, utcnow
 from newsletter.scheduling import due_times, first_due, forecast, local_instant
 
 NINE = time(9, 0)
@@ -103,11 +103,14 @@ def _claim_at(session, issue_id, moment):
         select(Delivery).where(Delivery.claim_token == token)).all())
 
 
-def _plan(session, issue_id):
+def _plan(session, issue_id, monkeypatch):
     """Plan as beat would (planning gives each row its reader's due time), in one batch
-    so that claims show who is due when."""
-    from newsletter.delivery import plan_send
+    so that claims show who is due when. Planning runs on 1 March 2027, as the schedule
+    was made: a due time already past is brought forward to now, so on the real clock
+    these tests would fail from 15 March 2027."""
+    from newsletter.delivery import plan_send, planning
 
+    monkeypatch.setattr(planning, "utcnow", lambda: datetime(2027, 3, 1, tzinfo=UTC))
     plan_send(session=session, issue_id=issue_id)
     session.execute(text("UPDATE delivery SET batch = 0"))
     session.flush()
@@ -119,7 +122,7 @@ def test_each_reader_is_due_at_nine_their_time_across_the_march_changes(
     # 15 March 2027: New York is already on summer time (since the 14th), London not yet.
     issue, people = _scheduled_local(session, make_issue, make_subscriber, date(2027, 3, 15))
     assert issue.scheduled_for == datetime(2027, 3, 15, 9, tzinfo=UTC)  # London first
-    _plan(session, issue.id)
+    _plan(session, issue.id, monkeypatch)
     due = {d.subscriber_id: d.next_attempt_at for d in session.exec(select(Delivery)).all()}
     assert due[people["london"].id] == datetime(2027, 3, 15, 9, tzinfo=UTC)  # 09:00 GMT
     assert due[people["new_york"].id] == datetime(2027, 3, 15, 13, tzinfo=UTC)  # 09:00 EDT
@@ -138,7 +141,7 @@ def test_after_both_changes_london_is_due_at_eight_utc(
     monkeypatch.setattr(app_settings, "schedule_timezone", "Europe/London")
     issue, people = _scheduled_local(session, make_issue, make_subscriber, date(2027, 3, 29))
     assert issue.scheduled_for == datetime(2027, 3, 29, 8, tzinfo=UTC)  # 09:00 BST
-    _plan(session, issue.id)
+    _plan(session, issue.id, monkeypatch)
     due = {d.subscriber_id: d.next_attempt_at for d in session.exec(select(Delivery)).all()}
     assert due[people["london"].id] == datetime(2027, 3, 29, 8, tzinfo=UTC)
     assert due[people["new_york"].id] == datetime(2027, 3, 29, 13, tzinfo=UTC)
@@ -163,10 +166,12 @@ def test_the_schedule_command_schedules_at_a_local_time(app_settings, session, m
 
     issue = make_issue(items=["A"], status="approved")
     make_subscriber(timezone="Asia/Tokyo")
-    result = CliRunner().invoke(app, ["schedule", str(issue.id), "--at", "2030-01-07 09:00",
+    # 7 January, some years ahead (New York on standard time, UTC-5), never in the past.
+    year = utcnow().year + 3
+    result = CliRunner().invoke(app, ["schedule", str(issue.id), "--at", f"{year}-01-07 09:00",
                                       "--timezone", "America/New_York"])
     assert result.exit_code == 0, result.output
-    assert "sending starts 2030-01-07 14:00 UTC" in result.output
+    assert f"sending starts {year}-01-07 14:00 UTC" in result.output
     session.expire_all()
     assert session.get(Issue, issue.id).status == "scheduled"
     bad = CliRunner().invoke(app, ["schedule", str(issue.id), "--at", "next monday"])

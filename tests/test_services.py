@@ -107,7 +107,12 @@ def _terminate_and_check_nothing_is_left(proc: subprocess.Popen[bytes], out: Pat
     assert "celery" in names and "redis-server" in names, names
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
+        # The CLI's own budget: up to 15 s for Celery, a kill, then 5 s for Redis.
+        proc.wait(60)
+        # Children just killed may take a moment to be reaped.
+        deadline = time.monotonic() + 10
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         left = [c for c in children if _alive(c)]
         for c in left:  # never leave them behind, even when the assertion fails
