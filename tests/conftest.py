@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from newsletter import db
+from newsletter.delivery import pool as relay_pool
 from newsletter.settings import settings
 from tests.fixtures import TEST_SECRET
 
@@ -41,6 +42,14 @@ def _no_machine_redis() -> Iterator[None]:
         patch.setattr(settings, "redis_url", "")
         patch.delenv("REDIS_URL", raising=False)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_relay_cap() -> Iterator[None]:
+    """A connection cap learnt from one test's relay (held CAP_SECONDS, keyed by host
+    and port) must not limit a later test whose relay got the same port."""
+    yield
+    relay_pool.pool._caps.clear()
 
 
 def _backends() -> list[str]:

@@ -107,6 +107,8 @@ def test_edit_preview_check_test_send_approve_and_send(
 
     # Checks, then approve.
     page.click("nav.tabs >> text=Checks")
+    page.wait_for_url(f"**/editor/issues/{issue.id}/checks")
+    page.wait_for_load_state()
     assert page.locator("[data-check=unsubscribe][data-state=pass]").count() == 1
     assert page.locator("[data-state=fail]").count() == 0
     screenshot(page, "editor-checks", widths=(1280,))

@@ -501,7 +501,7 @@ def test_a_batch_stops_sending_rows_the_sweep_handed_on_once_a_mark_fails(
     # and a second worker claims the batch. The first mark that fails tells us: we stop
     # sending its rows within the few transactions already started.
     readers = [make_subscriber() for _ in range(30)]
-    slowed(hooked_smtp_server, 0.03)
+    slowed(hooked_smtp_server, 0.1)
     plan(session, approved_issue.id)
     later = utcnow() + timedelta(hours=1)
     tokens: list[str] = []
@@ -590,7 +590,7 @@ def test_pause_reaches_a_fast_batch_within_a_few_messages_not_seconds(
     # the pause (a busy machine may delay the look a little), never seconds later.
     sent = len(hooked_smtp_server.messages)
     last = max(m.received_at for m in hooked_smtp_server.messages)
-    assert last - hooked_smtp_server.hooked_at < 0.5  # type: ignore[attr-defined]
+    assert last - hooked_smtp_server.hooked_at < 1.0  # type: ignore[attr-defined]
     assert sent < 80
     assert outcome.counts == {"sent": sent, "released": 80 - sent}
     assert counts(approved_issue.id)["pending"] == 80 - sent
@@ -621,7 +621,7 @@ def test_unsubscribe_during_a_batch_is_honoured_for_rows_not_yet_tried(
     smtp_server: SMTPTestServer, look_again_every_message: None,
 ) -> None:
     smtp_server.__class__ = type("SlowHooked", (HookOnFirstData, SlowRcpt, type(smtp_server)), {})
-    smtp_server.delay = 0.02  # type: ignore[attr-defined]
+    smtp_server.delay = 0.05  # type: ignore[attr-defined]  # 15 to go: 0.75 s to notice
     readers = [make_subscriber() for _ in range(20)]
     leaving = readers[-5:]
     plan(session, approved_issue.id)
@@ -794,6 +794,9 @@ def test_worker_killed_mid_batch_loses_nobody_and_sends_nobody_twice(
     slow_smtp_server: SMTPTestServer, celery_workers: WorkerFactory,
 ) -> None:
     readers = [make_subscriber() for _ in range(8)]
+    # 1 s per RCPT: the kill must land while message 4 waits there, not after its 250
+    # (the one window SMTP cannot close), even when this test is slow to notice.
+    slow_smtp_server.delay = 1.0  # type: ignore[attr-defined]
     plan(session, approved_issue.id)
     victim = celery_workers.start(SEND_LEASE_SECONDS="10")
     delivery.enqueue_batches(approved_issue.id)

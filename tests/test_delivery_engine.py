@@ -56,6 +56,16 @@ def counts(issue_id: int) -> dict[str, int]:
         return delivery.status_counts(session=s, issue_id=issue_id)
 
 
+def in_doubt(issue_id: int) -> set[str]:
+    """Addresses whose rows are claimed but not marked: the only ones a fault may send
+    twice (in flight, or accepted and not yet committed)."""
+    with db.session_scope() as s:
+        return set(s.execute(
+            select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.sending)
+        ).scalars())
+
+
 def done(issue_id: int) -> bool:
     c = counts(issue_id)
     return not c["pending"] and not c["sending"]
@@ -243,10 +253,12 @@ def test_a_pause_stops_new_transactions_at_once_and_hands_every_untried_row_back
     handed_back_in = time.monotonic() - paused_at
     sender.result(timeout=10)
 
-    # The transactions open at the pause finish (0.2 s); none starts after it.
-    late = [m for m in faulty_smtp_server.messages if m.received_at > paused_at + 0.2 + 0.3]
+    # The transactions open at the pause finish (0.2 s); none starts after it. (The
+    # margins are for a shared machine that stalls a thread now and then; a batch that
+    # ignored the pause would send for seconds more.)
+    late = [m for m in faulty_smtp_server.messages if m.received_at > paused_at + 0.2 + 0.6]
     assert late == []
-    assert handed_back_in < 1.5
+    assert handed_back_in < 2.5
     c = counts(approved_issue.id)
     assert c["sent"] + c["pending"] == 300 and c["pending"] > 100
     pending = session.execute(select(Delivery.attempts).where(
@@ -444,7 +456,8 @@ def test_a_worker_killed_with_many_connections_open_loses_nobody(
     in_flight = faulty_smtp_server.in_data
     celery_workers.kill(victim)
     assert in_flight >= 5  # it really had many transactions open
-    assert counts(approved_issue.id)["sending"] > 0
+    doubtful = in_doubt(approved_issue.id)
+    assert doubtful
 
     faulty_smtp_server.faults = Faults()
     celery_workers.start(SMTP_MAX_CONNECTIONS="20")
@@ -454,9 +467,11 @@ def test_a_worker_killed_with_many_connections_open_loses_nobody(
     wait_until(lambda: done(approved_issue.id), timeout=60, message=celery_workers.logs)
     got = Counter(faulty_smtp_server.recipients())
     assert set(got) == set(emails)
-    # Duplicates: at most the messages in flight at the kill: the 20 open transactions
-    # (the relay keeps each), plus 250s received in the writer's last tick (10 ms) and
-    # not yet committed, a few at this rate.
+    # Duplicates: only messages in flight at the kill, never a row already marked: the
+    # 20 open transactions (the relay keeps each), plus 250s received in the writer's
+    # last tick (10 ms) and not yet committed, a few at this rate.
+    twice = {email for email, n in got.items() if n > 1}
+    assert twice <= doubtful, twice - doubtful
     assert sum(got.values()) - len(emails) <= 20 + 10
 
 
