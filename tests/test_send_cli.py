@@ -18,7 +18,7 @@ from newsletter.cli import app
 from newsletter.cli.local.services import free_port
 from newsletter.models import Delivery, DeliveryStatus, Issue, IssueStatus, Subscriber
 from newsletter.settings import settings
-from tests.fixtures.mail import SMTPTestServer
+from tests.fixtures.mail import FaultyHandler, SMTPTestServer
 
 runner = CliRunner()
 
@@ -61,6 +61,32 @@ def test_send_approve_wait_delivers_and_status_reports_the_counts(
     assert "already sent" in again.output and "Traceback" not in again.output
     assert again.exception is None or isinstance(again.exception, SystemExit)
     assert len(smtp_server.messages) == 3
+
+
+def test_send_wait_stops_and_says_why_when_the_relay_refuses_us(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber], faulty_smtp_server: FaultyHandler,
+    no_redis: None,
+) -> None:
+    # The relay refuses every recipient: the issue pauses itself. Waiting on would show
+    # a bar that never moves; the command says why and how to go on, and fails nobody.
+    for _ in range(3):
+        make_subscriber(topics=["fintech"])
+    issue = make_issue(items=[{"headline": "Payments grow fast", "topics": ["fintech"]}])
+    faulty_smtp_server.reject_all("554 5.7.1 <x@example.org>: Relay access denied")
+
+    result = runner.invoke(app, ["send", str(issue.id), "--approve", "--wait",
+                                 "--timeout", "120"])
+
+    assert result.exit_code == 1, result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert f"issue {issue.id} is paused" in output
+    assert "Relay access denied" in output
+    assert f"newsletter resume {issue.id}" in output
+    assert "still sending after" not in output  # it did not sit out the timeout
+    report = status_json(issue.id)
+    assert report["status"] == IssueStatus.paused
+    assert report["counts"]["failed"] == 0 and report["counts"]["pending"] == 3
 
 
 def test_send_picks_up_an_issue_left_sending_by_an_interrupted_run(

@@ -56,6 +56,14 @@ def _counts(issue_id: int) -> dict[str, int]:
         return status_counts(session=session, issue_id=issue_id)
 
 
+def _paused_reason(issue_id: int) -> str | None:
+    """Why the issue is paused (its reason, or "" when an editor paused it); None when
+    it is not paused."""
+    with db.session_scope() as session:
+        issue = session.get(Issue, issue_id)
+        return issue.status_reason if issue is not None and issue.status == "paused" else None
+
+
 def _sweep() -> None:
     from newsletter.delivery import sweep_expired_leases
 
@@ -110,6 +118,15 @@ def _wait_with_progress(issue_id: int, *, timeout: float | None = None,
             bar.update(task, total=total, completed=done, detail=detail)
             if not any(counts[s] for s in OPEN_STATES):
                 return counts
+            # A paused issue (the relay refused us, or someone ran `pause`) sends nothing
+            # until resumed: waiting on would show a bar that never moves.
+            reason = _paused_reason(issue_id)
+            if reason is not None:
+                bar.stop()
+                fail(f"issue {issue_id} is paused"
+                     + (f": {reason}" if reason else " (`newsletter pause`)")
+                     + f". {_describe(counts)}. Its unsent rows wait; once the cause is "
+                     f"fixed, `newsletter resume {issue_id}` sends them.")
             if done != last_done or counts["sending"]:
                 last_done, last_change = done, now
             elif (not hinted and now - last_change >= NO_WORKER_HINT_SECONDS
