@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -23,6 +23,7 @@ from newsletter.models import (
     SubscriberStatus,
     SubscriberTopic,
     Topic,
+    as_utc,
 )
 
 
@@ -54,10 +55,6 @@ class SignupStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _monday(value: datetime) -> date:
@@ -101,7 +98,7 @@ def signup_stats(*, session: Session) -> SignupStats:
     opt_in = 0
     delays: list[float] = []
     for kind, subscriber_id, at, source in events:
-        at = _aware(at)
+        at = as_utc(at)
         if kind == EventKind.signed_up:
             signups[_monday(at)] += 1
             if subscriber_id is not None:

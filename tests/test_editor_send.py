@@ -171,6 +171,36 @@ def test_progress_rate_of_a_finished_send_is_frozen_at_its_end(
     assert data["seconds_left"] is None and data["done"]
 
 
+def test_progress_counts_rows_due_later_and_waits_for_the_last_of_them(
+        editor_client, make_issue, make_subscriber, session):
+    # 20 sent in 10 s (2/s), and 4 pending that a relay's 451 put off by 30 and 90 s:
+    # not "2 s left", but at least the 90 s until the last may be tried.
+    issue = make_issue(items=ITEMS, status=IssueStatus.sending)
+    now = _sent_rows(session, issue, make_subscriber, [i * 0.5 for i in range(20)],
+                     pending=0)
+    _started(session, issue, 10, now=now)
+    for delay in (30, 30, 60, 90):
+        session.add(Delivery(issue_id=issue.id, subscriber_id=make_subscriber().id,
+                             status="pending", attempts=1,
+                             next_attempt_at=utcnow() + timedelta(seconds=delay)))
+    session.commit()
+    data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
+    assert data["pending"] == 4 and data["waiting"] == 4
+    assert 80 <= data["seconds_left"] <= 90
+    assert re.fullmatch(r"4, next in (2\d|30) s", data["waiting_text"]), data["waiting_text"]
+    page = editor_client.get(f"/editor/issues/{issue.id}/send").text
+    assert "Due later" in page and 'data-key="waiting_text">4, next in' in page
+
+
+def test_progress_of_rows_due_now_shows_nothing_due_later(
+        editor_client, make_issue, make_subscriber, session):
+    issue = make_issue(items=ITEMS, status=IssueStatus.sending)
+    now = _sent_rows(session, issue, make_subscriber, [1.0, 2.0], pending=3)
+    _started(session, issue, 10, now=now)
+    data = editor_client.get(f"/editor/issues/{issue.id}/progress.json").json()
+    assert (data["waiting"], data["waiting_text"]) == (0, "—")
+
+
 # --- dashboard and charts -------------------------------------------------------------
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from newsletter.cli import app
@@ -174,6 +175,29 @@ def test_pause_resume_cancel_speak_in_sentences(
     twice = runner.invoke(app, ["cancel", str(issue.id)])
     assert twice.exit_code == 1 and "cannot be cancelled" in twice.output
     assert "No issue 999." in runner.invoke(app, ["cancel", "999"]).output
+
+
+def test_status_says_which_pending_rows_are_due_later_and_when(
+    session: Session, make_issue: Callable[..., Issue],
+    make_subscriber: Callable[..., Subscriber], app_settings: object,
+) -> None:
+    from newsletter import delivery
+
+    for _ in range(3):
+        make_subscriber()
+    issue = make_issue(items=["A story"], status=IssueStatus.approved)
+    delivery.plan_send(session=session, issue_id=issue.id)
+    later = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    session.execute(update(Delivery).where(Delivery.subscriber_id.in_(  # type: ignore[attr-defined]
+        session.exec(select(Subscriber.id).limit(2)).all())).values(next_attempt_at=later))
+    session.commit()
+
+    result = runner.invoke(app, ["status", str(issue.id)])
+
+    assert result.exit_code == 0, result.output
+    assert "Due later: 2 of the pending" in result.output
+    assert "2031-05-06 07:08:09 UTC" in " ".join(result.output.split())
+    assert status_json(issue.id)["due_later"]["rows"] == 2
 
 
 def test_send_wait_without_a_worker_hints_and_gives_up_at_the_timeout(

@@ -260,7 +260,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Delivery rows of an issue by state; bounces, complaints and unsubscribes."""
-    from newsletter.delivery import status_counts
+    from newsletter.delivery import status_counts, waiting_rows
     from newsletter.inbound.stats import issue_feedback, summary
 
     with cli_session() as session:
@@ -268,14 +268,22 @@ def status(
         if issue is None:
             fail(f"no issue with id {issue_id}")
         counts = status_counts(session=session, issue_id=issue_id)
+        waiting = waiting_rows(session=session, issue_id=issue_id)
         feedback = issue_feedback(session=session, issue_id=issue_id)  # issue 8
     if as_json:
         print_json({"issue_id": issue_id, "status": issue.status,
                     "status_reason": issue.status_reason, "counts": counts,
+                    "due_later": {"rows": waiting.rows, "first": waiting.first,
+                                  "last": waiting.last},
                     "feedback": feedback.as_dict()})
         return
     console.print(f"Issue {issue_id} ({issue.status}): "
                   + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+    if waiting.rows and waiting.first is not None and waiting.last is not None:
+        # Pending, but not before these times: a relay's 4xx or a reader's local time.
+        console.print(f"Due later: {waiting.rows:,} of the pending, the first at "
+                      f"{waiting.first:%Y-%m-%d %H:%M:%S} UTC, the last at "
+                      f"{waiting.last:%Y-%m-%d %H:%M:%S} UTC.", highlight=False)
     if issue.status_reason:
         console.print(f"Why {issue.status}: {issue.status_reason}", highlight=False,
                       soft_wrap=True, markup=False)

@@ -19,7 +19,8 @@ flight a duplicate. A row is charged an attempt only when its own transaction fa
 
 One module per concern:
 
-    ledger.py    table handles, counts, claim, the per-row writes of a claimed batch
+    ledger.py    table handles, counts (and rows waiting for a retry), claim, the
+                 per-row writes of a claimed batch
     enqueue.py   publishing batch tasks after commit
     planning.py  plan_send, start_send
     batch.py     run_batch: claim, re-check each reader, compose, say when to run again
@@ -53,11 +54,13 @@ from newsletter.delivery.ledger import (
     AlreadyPlanned,
     ClaimedRow,
     SendError,
+    Waiting,
     claim,
     finish_if_done,
     load_claimed,
     pending_batches,
     status_counts,
+    waiting_rows,
 )
 from newsletter.delivery.planning import PLANNABLE, CompositionCache, plan_send, start_send
 from newsletter.delivery.replies import Verdict, classify
@@ -67,10 +70,10 @@ from newsletter.delivery.smtp import send_one, smtp_connect
 __all__ = [
     "ERROR_LIMIT", "MAX_RETRY_DELAY", "OPEN", "PLANNABLE",
     "AlreadyPlanned", "BatchOutcome", "ClaimedRow", "CompositionCache",
-    "SendError", "Verdict",
+    "SendError", "Verdict", "Waiting",
     "backoff_seconds", "cancel_send", "claim", "classify", "enqueue_after_commit",
     "enqueue_batches", "finish_if_done", "in_flight", "load_claimed",
     "pause_send", "pending_batches", "plan_send", "publish_batches", "resume_send",
     "retry_failed", "run_batch", "send_one", "smtp_connect", "start_send", "status_counts",
-    "sweep_expired_leases", "wait_for_hand_back",
+    "sweep_expired_leases", "wait_for_hand_back", "waiting_rows",
 ]

@@ -24,6 +24,7 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
     Suppression,
+    as_utc,
     utcnow,
 )
 from newsletter.settings import settings
@@ -59,6 +60,27 @@ def status_counts(*, session: Session, issue_id: int) -> dict[str, int]:
     ):
         counts[status] = int(n)
     return counts
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Pending rows not due yet: retried later (a 4xx, a dropped connection) or due later
+    in their reader's time zone. Time left is at least until the last of them."""
+
+    rows: int
+    first: datetime | None  # the soonest due
+    last: datetime | None  # the latest due
+
+
+def waiting_rows(*, session: Session, issue_id: int, now: datetime | None = None) -> Waiting:
+    """This issue's pending rows whose next attempt is after `now`."""
+    rows, first, last = session.execute(
+        select(func.count(), func.min(D.c.next_attempt_at), func.max(D.c.next_attempt_at))
+        .where(D.c.issue_id == issue_id, D.c.status == DeliveryStatus.pending,
+               D.c.next_attempt_at > (now or utcnow()))
+    ).one()
+    return Waiting(rows=int(rows), first=as_utc(first) if first else None,
+                   last=as_utc(last) if last else None)
 
 
 def finish_if_done(*, session: Session, issue_id: int) -> bool:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
-from newsletter.models import Delivery, DeliveryStatus
+from newsletter.models import Delivery, DeliveryStatus, as_utc
 
 MAX_BUCKETS = 48
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def delivery_timeline(*, session: Session, issue_id: int) -> tuple[str, list[tuple[str, int]]]:
     """(unit, [(label, messages accepted)]): per minute, hour or day, whichever shows the
     whole send in at most MAX_BUCKETS columns. Empty when nothing was sent."""
-    moments = [_aware(t) for t in session.exec(
+    moments = [as_utc(t) for t in session.exec(
         select(Delivery.sent_at).where(Delivery.issue_id == issue_id,
                                        Delivery.status == DeliveryStatus.sent,
                                        col(Delivery.sent_at).is_not(None))).all() if t]

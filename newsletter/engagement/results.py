@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -30,6 +30,7 @@ from newsletter.models import (
     Issue,
     ItemTopic,
     Topic,
+    as_utc,
 )
 
 UNSUB_WINDOW = timedelta(days=7)
@@ -67,10 +68,6 @@ class IssueResults:
         return self.unsubscribes_attributed / self.delivered if self.delivered else 0.0
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def issue_results(*, session: Session, issue_id: int) -> IssueResults:
     """Everything the results page shows, in a handful of grouped queries."""
     issue = session.get(Issue, issue_id)
@@ -104,13 +101,13 @@ def issue_results(*, session: Session, issue_id: int) -> IssueResults:
     nearby = 0
     per_day: list[tuple[str, int]] = []
     if started is not None:
-        start = _aware(started)
+        start = as_utc(started)
         nearby = int(session.exec(select(func.count()).select_from(Event).where(
             Event.kind == EventKind.unsubscribed, col(Event.issue_id).is_(None),
             col(Event.at) >= start, col(Event.at) < start + UNSUB_WINDOW)).one())
         # Bucketed in Python: day arithmetic differs between SQLite and PostgreSQL.
         days: Counter[int] = Counter(
-            (_aware(at) - start).days for at in session.exec(
+            (as_utc(at) - start).days for at in session.exec(
                 select(Click.at).where(Click.issue_id == issue_id)).all())
         per_day = [((start + timedelta(days=d)).strftime("%a %d"), days.get(d, 0))
                    for d in range(CLICK_DAYS)]

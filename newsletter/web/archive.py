@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from newsletter import db, tokens
 from newsletter.composer import IssueContent, ItemContent, load_issue
 from newsletter.engagement.links import issue_path, slugify, story_path
-from newsletter.models import Issue, IssueStatus, Item, Subscriber, Topic
+from newsletter.models import Issue, IssueStatus, Item, Subscriber, Topic, as_utc
 from newsletter.settings import settings
 from newsletter.signup import ERASED_SUFFIX
 from newsletter.web.templating import render
@@ -55,10 +55,6 @@ MAX_ID = 2**31 - 1
 def db_session() -> Iterator[Session]:
     with Session(db.get_engine(), expire_on_commit=False) as session:
         yield session
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _absolute(path: str) -> str:
@@ -100,7 +96,7 @@ def _cached(request: Request, version: str, modified: datetime, build: Any) -> R
     """304 when the browser's copy is current, else `build()` with validators."""
     etag = 'W/"' + hashlib.sha256(version.encode()).hexdigest()[:20] + '"'
     headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag,
-               "Last-Modified": format_datetime(_aware(modified).astimezone(UTC), usegmt=True)}
+               "Last-Modified": format_datetime(as_utc(modified).astimezone(UTC), usegmt=True)}
     wanted = request.headers.get("if-none-match", "")
     if etag in [tag.strip() for tag in wanted.split(",")] or wanted.strip() == "*":
         return Response(status_code=304, headers=headers)
@@ -330,7 +326,7 @@ async def follow(request: Request, slug: str) -> Response:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return _aware(moment).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return as_utc(moment).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -352,7 +348,7 @@ def build_feed(session: Session) -> tuple[bytes, str, datetime]:
     ET.register_namespace("", ATOM)
     ET.register_namespace("xhtml", XHTML)
     feed = ET.Element(f"{{{ATOM}}}feed")
-    updated = max((_aware(i.updated_at) for i in issues), default=datetime(2000, 1, 1, tzinfo=UTC))
+    updated = max((as_utc(i.updated_at) for i in issues), default=datetime(2000, 1, 1, tzinfo=UTC))
     _sub(feed, "id", f"tag:{_host()},2026:archive")
     _sub(feed, "title", f"{settings.mail_from_name} archive")
     _sub(feed, "subtitle", "Every weekly roundup, as sent.")

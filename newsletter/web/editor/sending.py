@@ -47,6 +47,14 @@ def rate_text(per_second: float) -> str:
     return f"{per_second * 60:.1f}/min"
 
 
+def waiting_text(waiting: delivery.Waiting, now: datetime) -> str:
+    """ "120, next in 25 s": pending rows not due yet, and when the first of them is."""
+    if not waiting.rows or waiting.first is None:
+        return "—"
+    return (f"{waiting.rows:,}, next in "
+            f"{duration_text(max(0, round((waiting.first - now).total_seconds())))}")
+
+
 def send_rate(session: Session, issue: Issue, *, pending: int) -> float:
     """Messages per second over the last minute of sending, or less when the send is
     younger than that: a 10 s send of 3,000 is 300/s, not "3,000 in the last minute"."""
@@ -79,7 +87,13 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
     sent = counts.get("sent", 0)
     per_second = send_rate(session, issue, pending=pending)
     total = sum(counts.values())
+    now = utcnow()
+    waiting = delivery.waiting_rows(session=session, issue_id=issue.id or 0, now=now)
     seconds_left = round(pending / per_second) if per_second and pending else None
+    if waiting.last is not None:
+        # Rows a relay asked us to retry later (or due later in their reader's zone) are
+        # not done sooner than they are due, however fast the rest went.
+        seconds_left = max(seconds_left or 0, round((waiting.last - now).total_seconds()))
     if issue.status == IssueStatus.sending and total > 0 and pending == 0:
         # The last rows are marked a moment before their batch marks the issue sent (the
         # sweep would, later): "done" and "sent" arrive together, and the page stops.
@@ -103,6 +117,8 @@ def progress(session: Session, issue: Issue) -> dict[str, Any]:
         "rate": rate_text(per_second),
         "seconds_left": seconds_left,
         "time_left": duration_text(seconds_left),
+        "waiting": waiting.rows,
+        "waiting_text": waiting_text(waiting, now),
         "done": done,
         "status_reason": issue.status_reason,
     }
