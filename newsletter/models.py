@@ -239,7 +239,9 @@ class Delivery(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id", name="uq_delivery_issue_subscriber"),
-        Index("ix_delivery_issue_status", "issue_id", "status"),
+        # A batch's pending rows, for claims; the batch last so counts by status use it
+        # too (migration 0150, issue 7).
+        Index("ix_delivery_issue_status_batch", "issue_id", "status", "batch"),
         # Leases held right now, for the sweep (migration 0117, issue 7).
         Index("ix_delivery_lease_held", "lease_until",
               postgresql_where=text("status = 'sending'"),

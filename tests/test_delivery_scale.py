@@ -203,19 +203,26 @@ def _plan_text(session: Session, statement: Any) -> str:
     return "\n".join(str(r[-1]) for r in session.execute(text("EXPLAIN QUERY PLAN " + sql)))
 
 
-def test_the_sweep_finds_expired_leases_through_the_partial_index(
-    session: Session, approved_issue: Issue,
-) -> None:
+def _ledger(session: Session, issue: Issue, status: str, n: int = 5_000) -> list[int]:
+    """`n` subscribers with a ledger row each in `status`, 250 to a batch; their ids."""
     now = utcnow()
     session.execute(Subscriber.__table__.insert(), [  # type: ignore[attr-defined]
         {"email": f"r{i}@example.org", "name": "", "timezone": "UTC", "only_my_topics": False,
          "status": "confirmed", "paused": False, "source": "test", "created_at": now,
-         "updated_at": now} for i in range(5_000)])
-    ids = session.scalars(select(Subscriber.id)).all()
+         "updated_at": now} for i in range(n)])
+    ids = list(session.scalars(select(Subscriber.id)).all())
     session.execute(Delivery.__table__.insert(), [  # type: ignore[attr-defined]
-        {"issue_id": approved_issue.id, "subscriber_id": sid, "status": "sent",
-         "composition_key": "k", "batch": 1 + n // 250, "created_at": now, "updated_at": now}
-        for n, sid in enumerate(ids)])
+        {"issue_id": issue.id, "subscriber_id": sid, "status": status,
+         "composition_key": "k", "batch": 1 + i // 250, "created_at": now, "updated_at": now}
+        for i, sid in enumerate(ids)])
+    return ids
+
+
+def test_the_sweep_finds_expired_leases_through_the_partial_index(
+    session: Session, approved_issue: Issue,
+) -> None:
+    now = utcnow()
+    ids = _ledger(session, approved_issue, "sent")
     session.execute(update(Delivery).where(Delivery.subscriber_id.in_(ids[:5])).values(
         status="sending", lease_until=now))
     session.commit()
@@ -225,6 +232,28 @@ def test_the_sweep_finds_expired_leases_through_the_partial_index(
     assert "ix_delivery_lease_held" in plan_text, plan_text
     with db.session_scope() as s:
         assert delivery.sweep_expired_leases(session=s) == 5
+
+
+def test_a_claim_reads_only_its_own_batch_through_the_index(
+    session: Session, approved_issue: Issue,
+) -> None:
+    # Through (issue_id, status) alone, each batch of a 1,000,000-row send read every
+    # pending row of the issue; with the batch in the index it reads its own.
+    _ledger(session, approved_issue, "pending")
+    approved_issue.status = IssueStatus.sending  # a claim needs the issue sending
+    session.add(approved_issue)
+    session.commit()
+
+    plan_text = _plan_text(session, select(Delivery.id).where(
+        Delivery.issue_id == approved_issue.id, Delivery.batch == 3,
+        Delivery.status == "pending"))
+
+    assert "ix_delivery_issue_status_batch" in plan_text, plan_text
+    if session.get_bind().dialect.name == "sqlite":
+        assert "batch=?" in plan_text, plan_text  # the batch is part of the search
+    token, _ = delivery.claim(session=session, issue_id=approved_issue.id, batch=3)
+    claimed = session.scalars(select(Delivery.batch).where(Delivery.claim_token == token)).all()
+    assert claimed == [3] * 250
 
 
 # --- retrying failed rows ---------------------------------------------------------------
