@@ -123,10 +123,15 @@ def _wait_with_progress(issue_id: int, *, timeout: float | None = None,
             reason = _paused_reason(issue_id)
             if reason is not None:
                 bar.stop()
+                # The rows in flight are handed back first: the counts then say what
+                # waits, and a private worker is not stopped halfway through.
+                from newsletter.delivery import wait_for_hand_back
+
+                wait_for_hand_back(issue_id=issue_id)
                 fail(f"issue {issue_id} is paused"
-                     + (f": {reason}" if reason else " (`newsletter pause`)")
-                     + f". {_describe(counts)}. Its unsent rows wait; once the cause is "
-                     f"fixed, `newsletter resume {issue_id}` sends them.")
+                     + (f": {reason.rstrip('.')}" if reason else " (`newsletter pause`)")
+                     + f". {_describe(_counts(issue_id))}. Its unsent rows wait; once the "
+                     f"cause is fixed, `newsletter resume {issue_id}` sends them.")
             if done != last_done or counts["sending"]:
                 last_done, last_change = done, now
             elif (not hinted and now - last_change >= NO_WORKER_HINT_SECONDS
@@ -273,8 +278,10 @@ def status(
     if as_json:
         print_json({"issue_id": issue_id, "status": issue.status,
                     "status_reason": issue.status_reason, "counts": counts,
-                    "due_later": {"rows": waiting.rows, "first": waiting.first,
-                                  "last": waiting.last},
+                    "due_later": {
+                        "rows": waiting.rows,
+                        "first": waiting.first.isoformat() if waiting.first else None,
+                        "last": waiting.last.isoformat() if waiting.last else None},
                     "feedback": feedback.as_dict()})
         return
     console.print(f"Issue {issue_id} ({issue.status}): "

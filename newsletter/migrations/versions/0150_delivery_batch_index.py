@@ -21,6 +21,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        # CONCURRENTLY: a release during a running send must not block the workers'
+        # writes to a ledger of millions of rows while the index builds.
+        with op.get_context().autocommit_block():
+            op.create_index('ix_delivery_issue_status_batch', 'delivery',
+                            ['issue_id', 'status', 'batch'], postgresql_concurrently=True)
+            op.drop_index('ix_delivery_issue_status', table_name='delivery',
+                          postgresql_concurrently=True)
+        return
     op.create_index('ix_delivery_issue_status_batch', 'delivery',
                     ['issue_id', 'status', 'batch'])
     op.drop_index('ix_delivery_issue_status', table_name='delivery')
