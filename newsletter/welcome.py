@@ -31,7 +31,6 @@ from newsletter.subscribers import topics_by_subscriber
 
 log = logging.getLogger(__name__)
 
-TASK = "workers.welcome_tasks.send_welcome_email"  # routed to roundup.later (queue.py)
 SENT_KIND = EventKind.welcome_sent
 _AFTER_COMMIT_KEY = "roundup_welcome"
 
@@ -60,7 +59,7 @@ def _publish(session: Session) -> None:
     try:
         from newsletter import queue
 
-        queue.publish_many(TASK, [[subscriber_id] for subscriber_id in sorted(ids)])
+        queue.publish_many(queue.SEND_WELCOME, [[subscriber_id] for subscriber_id in sorted(ids)])
     except Exception as exc:  # the broker is down: the subscription stands, say so
         log.warning("welcome email for %s not queued: %s", sorted(ids), exc)
 

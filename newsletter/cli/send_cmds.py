@@ -56,12 +56,16 @@ def _counts(issue_id: int) -> dict[str, int]:
         return status_counts(session=session, issue_id=issue_id)
 
 
-def _paused_reason(issue_id: int) -> str | None:
-    """Why the issue is paused (its reason, or "" when an editor paused it); None when
-    it is not paused."""
+def _counts_and_pause(issue_id: int) -> tuple[dict[str, int], str | None]:
+    """The counts, and why the issue is paused (its reason, or "" when someone paused
+    it); None when it is not paused. One session for both: it runs every poll."""
+    from newsletter.delivery import status_counts
+
     with db.session_scope() as session:
+        counts = status_counts(session=session, issue_id=issue_id)
         issue = session.get(Issue, issue_id)
-        return issue.status_reason if issue is not None and issue.status == "paused" else None
+        reason = issue.status_reason if issue is not None and issue.status == "paused" else None
+        return counts, reason
 
 
 def _sweep() -> None:
@@ -111,7 +115,7 @@ def _wait_with_progress(issue_id: int, *, timeout: float | None = None,
             if sweep and now >= next_sweep:
                 _sweep()
                 next_sweep = now + SWEEP_SECONDS
-            counts = _counts(issue_id)
+            counts, reason = _counts_and_pause(issue_id)
             total = sum(counts.values())
             done = total - sum(counts[s] for s in OPEN_STATES)
             detail = " ".join(f"{k} {v}" for k, v in counts.items() if v and k not in OPEN_STATES)
@@ -120,7 +124,6 @@ def _wait_with_progress(issue_id: int, *, timeout: float | None = None,
                 return counts
             # A paused issue (the relay refused us, or someone ran `pause`) sends nothing
             # until resumed: waiting on would show a bar that never moves.
-            reason = _paused_reason(issue_id)
             if reason is not None:
                 bar.stop()
                 # The rows in flight are handed back first: the counts then say what

@@ -24,7 +24,6 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
     Suppression,
-    as_utc,
     utcnow,
 )
 from newsletter.settings import settings
@@ -79,8 +78,7 @@ def waiting_rows(*, session: Session, issue_id: int, now: datetime | None = None
         .where(D.c.issue_id == issue_id, D.c.status == DeliveryStatus.pending,
                D.c.next_attempt_at > (now or utcnow()))
     ).one()
-    return Waiting(rows=int(rows), first=as_utc(first) if first else None,
-                   last=as_utc(last) if last else None)
+    return Waiting(rows=int(rows), first=first, last=last)  # aware: the column's type
 
 
 def finish_if_done(*, session: Session, issue_id: int) -> bool:

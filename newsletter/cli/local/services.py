@@ -26,7 +26,6 @@ import redis
 from newsletter.settings import REPO_ROOT, settings
 
 READY_FILE_ENV = "ROUNDUP_WORKER_READY_FILE"
-WORKER_QUEUES = "roundup,roundup.bulk,roundup.later"  # newsletter/queue.py
 
 
 class ServiceError(RuntimeError):
@@ -211,7 +210,6 @@ def worker_process(
     *,
     concurrency: int = 2,
     extra_env: Mapping[str, str] | None = None,
-    queues: str = WORKER_QUEUES,
     beat: bool = False,
     ready_timeout: float = 60.0,
     log_path: Path | None = None,
@@ -236,7 +234,9 @@ def worker_process(
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             "-P", "prefork", "-c", str(concurrency),
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-Q", queues, "-l", env.get("CELERY_LOG_LEVEL", "INFO"),
+            # No -Q: like the Procfile's worker, it takes every queue newsletter/queue.py
+            # declares (task_queues), so a new queue needs no second list here.
+            "-l", env.get("CELERY_LOG_LEVEL", "INFO"),
             "-n", f"roundup-{os.getpid()}-{free_port()}@%h",
         ]
         if beat:
